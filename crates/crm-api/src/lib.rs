@@ -1,0 +1,25 @@
+//! Generated protobuf and gRPC code for the crm API (`proto/crm/v1`).
+//!
+//! Nothing here is written by hand except this module tree.
+
+#![allow(clippy::all, clippy::pedantic, missing_docs)]
+
+/// `google.type` messages used by the API.
+pub mod google {
+    pub mod r#type {
+        tonic::include_proto!("google.r#type");
+    }
+}
+
+/// The crm API.
+pub mod crm {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("crm.v1");
+    }
+}
+
+pub use crm::v1;
+
+/// Encoded `FileDescriptorSet` of the whole API, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("crm_descriptor");

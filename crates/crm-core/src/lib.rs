@@ -1,0 +1,23 @@
+//! crm-core: the shared customer model (K1-K4), permissions, tenancy, audit and outbox, and
+//! the generic resource machinery every domain crate builds on.
+//!
+//! Layers: [`model`] holds plain data and validation; [`store`] the SQL (always tenant-scoped);
+//! [`service`] the use cases with permission checks and one transaction per write.
+
+pub mod access;
+pub mod auth;
+pub mod clock;
+pub mod codec;
+pub mod db;
+pub mod error;
+pub mod ids;
+pub mod journal;
+pub mod model;
+pub mod query;
+pub mod resource;
+pub mod service;
+pub mod store;
+pub mod tenant;
+pub mod validate;
+
+pub use error::{Error, ErrorKind, FieldViolation, Result};

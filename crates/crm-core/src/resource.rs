@@ -1,0 +1,178 @@
+//! What a resource is: a plain serde struct plus a static description of its fields.
+//!
+//! The generic store ([`crate::store`]) and use cases ([`crate::service`]) work for every
+//! resource from this description: columns, filters, sorting, field-level permissions,
+//! field masks, audit diffs and events all come from [`FieldSpec`]s, so a new resource is a
+//! struct, a field table and a `validate` function.
+
+use crate::error::Result;
+use chrono::{DateTime, Utc};
+use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+/// How a field is stored and compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// JSON string; `TEXT NOT NULL`.
+    Text,
+    /// JSON integer; `BIGINT NOT NULL`.
+    Int,
+    /// JSON bool; `BOOLEAN NOT NULL`.
+    Bool,
+    /// RFC 3339 string or null; `TIMESTAMPTZ NULL`.
+    Time,
+    /// `YYYY-MM-DD` or null; `DATE NULL`.
+    Date,
+    /// One of the listed names; `TEXT NOT NULL`.
+    Enum(&'static [&'static str]),
+    /// UUID of a resource of the named collection, or null; `UUID NULL`.
+    Ref(&'static str),
+    /// Lower-case strings; stored as `|a|b|` text, filtered with `:`.
+    Tags,
+    /// UUIDs of resources of the named collection; stored as `|id|id|` text.
+    RefList(&'static str),
+    /// Any JSON; stored as text.
+    Json,
+}
+
+/// One field of a resource.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    /// The field's name on the wire and in JSON (the proto field name).
+    pub name: &'static str,
+    pub column: &'static str,
+    pub kind: Kind,
+    /// Usable in `filter`.
+    pub filter: bool,
+    /// Usable in `order_by` (the column must be NOT NULL).
+    pub sort: bool,
+    /// May be changed by Update (listed in an update mask).
+    pub mutable: bool,
+}
+
+impl FieldSpec {
+    pub const fn new(name: &'static str, column: &'static str, kind: Kind) -> Self {
+        Self {
+            name,
+            column,
+            kind,
+            filter: false,
+            sort: false,
+            mutable: true,
+        }
+    }
+    pub const fn filter(mut self) -> Self {
+        self.filter = true;
+        self
+    }
+    pub const fn sort(mut self) -> Self {
+        self.sort = true;
+        self.filter = true;
+        self
+    }
+    pub const fn immutable(mut self) -> Self {
+        self.mutable = false;
+        self
+    }
+}
+
+/// A resource's data (without id, times and revision, which live in [`Meta`]).
+pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// Collection id in resource names and permissions, e.g. `contacts`.
+    const COLLECTION: &'static str;
+    /// Collection whose grants govern this resource (a child uses its parent's).
+    const PERMISSION: &'static str = Self::COLLECTION;
+    const TABLE: &'static str;
+    const FIELDS: &'static [FieldSpec];
+    /// Whether rows carry `owner_id`/`territory_id` (fields `owner`, `territory`) for
+    /// record-level scope.
+    const OWNED: bool = false;
+    /// A child resource: (column holding the parent id, parent's table); scope is the parent's.
+    const SCOPE_PARENT: Option<(&'static str, &'static str)> = None;
+    /// The field (a `Ref` to the same collection) forming a tree; cycles are refused.
+    const TREE_PARENT: Option<&'static str> = None;
+    /// Whether the resource has tenant-defined `custom_fields`.
+    const CUSTOM_FIELDS: bool = false;
+    /// Used when a List has no `order_by`.
+    const DEFAULT_ORDER: &'static str = "create_time desc";
+
+    /// Normalises (trims, lower-cases, E.164...) and validates; names each bad field.
+    fn validate(&mut self) -> Result<()>;
+
+    /// References inside JSON fields (e.g. order lines' products): (field path, collection, id).
+    fn nested_refs(&self) -> Vec<(String, &'static str, Uuid)> {
+        Vec::new()
+    }
+
+    /// Called with the stored record when an update is applied (e.g. to recompute
+    /// derived fields); the default does nothing.
+    fn derive(&mut self) {}
+}
+
+/// Fields every resource has, filterable and sortable.
+pub const META_FIELDS: &[FieldSpec] = &[
+    FieldSpec::new("create_time", "create_time", Kind::Time)
+        .sort()
+        .immutable(),
+    FieldSpec::new("update_time", "update_time", Kind::Time)
+        .sort()
+        .immutable(),
+];
+
+/// Identity and bookkeeping of a stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub id: Uuid,
+    pub revision: i64,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+}
+
+impl Meta {
+    /// The opaque etag clients send back.
+    pub fn etag(&self) -> String {
+        format!("\"r{}\"", self.revision)
+    }
+}
+
+/// A stored resource as the caller may see it.
+#[derive(Debug, Clone)]
+pub struct Record<R> {
+    pub meta: Meta,
+    pub data: R,
+    /// Fields withheld from this caller by field-level rules.
+    pub hidden: Vec<&'static str>,
+}
+
+/// A page of a List.
+#[derive(Debug, Clone)]
+pub struct Page<R> {
+    pub items: Vec<Record<R>>,
+    pub next_page_token: String,
+}
+
+/// Table of every collection a reference may point to.
+pub fn table_of(collection: &str) -> Option<&'static str> {
+    Some(match collection {
+        "accounts" => "accounts",
+        "contacts" => "contacts",
+        "positions" => "positions",
+        "products" => "products",
+        "productGroups" => "product_groups",
+        "orders" => "orders",
+        "users" => "users",
+        "teams" => "teams",
+        "territories" => "territories",
+        "roles" => "roles",
+        "customFieldDefinitions" => "custom_field_definitions",
+        _ => return None,
+    })
+}
+
+/// Looks a field up among the resource's fields and the meta fields.
+pub fn field<R: Resource>(name: &str) -> Option<&'static FieldSpec> {
+    R::FIELDS
+        .iter()
+        .chain(META_FIELDS.iter())
+        .find(|f| f.name == name)
+}

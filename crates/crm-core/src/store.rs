@@ -1,0 +1,228 @@
+//! Generic persistence of resources with sea-query: every statement takes the tenant and
+//! filters by it in the statement itself.
+
+use crate::codec::{from_db, to_db};
+use crate::error::{Error, Result};
+use crate::resource::{Meta, Resource};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Condition, Expr, ExprTrait, Order, Query, SelectStatement,
+};
+use sea_orm::{ConnectionTrait, QueryResult};
+use serde_json::{Map, Value as Json};
+use uuid::Uuid;
+
+pub(crate) fn col(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+/// `SELECT <meta and field columns> FROM table WHERE tenant_id = ? AND delete_time IS NULL`.
+pub(crate) fn select<R: Resource>(tenant: &str) -> SelectStatement {
+    let mut q = Query::select();
+    q.from(col(R::TABLE))
+        .columns(["id", "revision", "create_time", "update_time"].map(col))
+        .columns(R::FIELDS.iter().map(|f| col(f.column)))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col("delete_time")).is_null());
+    q
+}
+
+/// Decodes a row into its meta and its JSON object.
+pub(crate) fn decode<R: Resource>(row: &QueryResult) -> Result<(Meta, Map<String, Json>)> {
+    let meta = Meta {
+        id: row.try_get::<Uuid>("", "id")?,
+        revision: row.try_get::<i64>("", "revision")?,
+        create_time: row.try_get::<DateTime<Utc>>("", "create_time")?,
+        update_time: row.try_get::<DateTime<Utc>>("", "update_time")?,
+    };
+    let mut obj = Map::with_capacity(R::FIELDS.len());
+    for f in R::FIELDS {
+        obj.insert(f.name.to_owned(), from_db(f, row)?);
+    }
+    Ok((meta, obj))
+}
+
+pub(crate) fn to_object<R: Resource>(data: &R) -> Result<Map<String, Json>> {
+    match serde_json::to_value(data) {
+        Ok(Json::Object(m)) => Ok(m),
+        _ => Err(Error::internal(format!(
+            "{} does not serialise to an object",
+            R::COLLECTION
+        ))),
+    }
+}
+
+pub(crate) fn from_object<R: Resource>(obj: Map<String, Json>) -> Result<R> {
+    serde_json::from_value(Json::Object(obj))
+        .map_err(|e| Error::internal(format!("stored {} cannot be decoded: {e}", R::COLLECTION)))
+}
+
+pub(crate) async fn fetch<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<(Meta, Map<String, Json>)>> {
+    let mut q = select::<R>(tenant);
+    q.and_where(Expr::col(col("id")).eq(id));
+    match conn.query_one(&q).await? {
+        Some(row) => decode::<R>(&row).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(crate) async fn insert<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    meta: &Meta,
+    obj: &Map<String, Json>,
+) -> Result<()> {
+    let mut cols = vec![
+        col("tenant_id"),
+        col("id"),
+        col("revision"),
+        col("create_time"),
+        col("update_time"),
+    ];
+    let mut vals: Vec<Expr> = vec![
+        Expr::val(tenant),
+        Expr::val(meta.id),
+        Expr::val(meta.revision),
+        Expr::val(meta.create_time),
+        Expr::val(meta.update_time),
+    ];
+    for f in R::FIELDS {
+        cols.push(col(f.column));
+        vals.push(Expr::val(to_db(f, obj.get(f.name).unwrap_or(&Json::Null))?));
+    }
+    let mut q = Query::insert();
+    q.into_table(col(R::TABLE))
+        .columns(cols)
+        .values(vals)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    conn.execute(&q).await?;
+    Ok(())
+}
+
+/// Writes the given fields and bumps the revision, only if the revision is still `expected`.
+/// Returns false when another writer got there first.
+pub(crate) async fn update<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    id: Uuid,
+    expected: i64,
+    now: DateTime<Utc>,
+    changed: &[&'static str],
+    obj: &Map<String, Json>,
+) -> Result<bool> {
+    let mut q = Query::update();
+    q.table(col(R::TABLE))
+        .value(col("revision"), expected + 1)
+        .value(col("update_time"), now);
+    for f in R::FIELDS.iter().filter(|f| changed.contains(&f.name)) {
+        q.value(
+            col(f.column),
+            to_db(f, obj.get(f.name).unwrap_or(&Json::Null))?,
+        );
+    }
+    q.and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col("id")).eq(id))
+        .and_where(Expr::col(col("revision")).eq(expected))
+        .and_where(Expr::col(col("delete_time")).is_null());
+    Ok(conn.execute(&q).await?.rows_affected() == 1)
+}
+
+pub(crate) async fn soft_delete<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    id: Uuid,
+    expected: i64,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let mut q = Query::update();
+    q.table(col(R::TABLE))
+        .value(col("revision"), expected + 1)
+        .value(col("update_time"), now)
+        .value(col("delete_time"), now)
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col("id")).eq(id))
+        .and_where(Expr::col(col("revision")).eq(expected))
+        .and_where(Expr::col(col("delete_time")).is_null());
+    Ok(conn.execute(&q).await?.rows_affected() == 1)
+}
+
+/// Ids among `ids` that exist (not deleted) in `table` for the tenant.
+pub(crate) async fn existing_ids<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    table: &str,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut q = Query::select();
+    q.column(col("id"))
+        .from(col(table))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col("id")).is_in(ids.iter().copied()))
+        .and_where(Expr::col(col("delete_time")).is_null());
+    conn.query_all(&q)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<Uuid>("", "id").map_err(Error::from))
+        .collect()
+}
+
+/// `(id, parent)` pairs of a table's tree column, for hierarchy walks.
+pub(crate) async fn tree_edges<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    table: &str,
+    parent_column: &str,
+) -> Result<Vec<(Uuid, Option<Uuid>)>> {
+    let mut q = Query::select();
+    q.column(col("id"))
+        .expr_as(Expr::col(col(parent_column)), col("parent"))
+        .from(col(table))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col("delete_time")).is_null());
+    conn.query_all(&q)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<Uuid>("", "id")?,
+                r.try_get::<Option<Uuid>>("", "parent")?,
+            ))
+        })
+        .collect()
+}
+
+/// Runs a list query: condition, order terms (column, descending), limit.
+pub(crate) async fn list<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    cond: Condition,
+    order: &[(&'static str, bool)],
+    limit: u64,
+) -> Result<Vec<(Meta, Map<String, Json>)>> {
+    let mut q = select::<R>(tenant);
+    q.cond_where(cond);
+    for (c, desc) in order {
+        q.order_by(col(c), if *desc { Order::Desc } else { Order::Asc });
+    }
+    q.limit(limit);
+    conn.query_all(&q).await?.iter().map(decode::<R>).collect()
+}
+
+/// Counts rows of a condition (used by tests and tools).
+pub async fn count<C: ConnectionTrait>(conn: &C, table: &str, tenant: &str) -> Result<i64> {
+    let mut q = Query::select();
+    q.expr_as(Expr::col(Asterisk).count(), col("n"))
+        .from(col(table))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant));
+    Ok(match conn.query_one(&q).await? {
+        Some(r) => r.try_get::<i64>("", "n")?,
+        None => 0,
+    })
+}

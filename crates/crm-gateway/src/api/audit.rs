@@ -1,0 +1,203 @@
+//! AuditService: the change history and ownership history of a resource.
+
+use crate::convert::ts;
+use crate::status::OrStatus;
+use crm_api::v1 as pb;
+use crm_api::v1::audit_service_server::AuditService;
+use crm_core::access::FieldAccess;
+use crm_core::error::{Error, Result};
+use crm_core::ids;
+use crm_core::journal::{self, AuditAction};
+use crm_core::model;
+use crm_core::query::page::{self, PageToken};
+use crm_core::service::Ctx;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::Gateway;
+
+pub struct Audit(pub Gateway);
+
+/// Resolves a resource name to (collection, id) after checking the caller may read it.
+async fn readable(ctx: &Ctx, name: &str) -> Result<(&'static str, Uuid)> {
+    let name = name.trim();
+    if let Some(rest) = name.strip_prefix("roles/") {
+        let id = model::role::find_by_key(&ctx.db.conn, ctx.tenant(), rest)
+            .await?
+            .ok_or_else(|| Error::not_found(name.to_owned()))?;
+        ctx.get::<model::Role>(id).await?;
+        return Ok(("roles", id));
+    }
+    if let Some((_, pos)) = name
+        .strip_prefix("contacts/")
+        .and_then(|r| r.split_once("/positions/"))
+    {
+        let id = ids::parse_uuid("parent", pos)?;
+        ctx.get::<model::Position>(id).await?;
+        return Ok(("positions", id));
+    }
+    let (collection, id) = name
+        .split_once('/')
+        .ok_or_else(|| Error::invalid("parent", "must be a resource name such as contacts/{id}"))?;
+    let id = ids::parse_uuid("parent", id)?;
+    let c: &'static str = match collection {
+        "accounts" => ctx.get::<model::Account>(id).await.map(|_| "accounts")?,
+        "contacts" => ctx.get::<model::Contact>(id).await.map(|_| "contacts")?,
+        "orders" => ctx.get::<model::Order>(id).await.map(|_| "orders")?,
+        "products" => ctx.get::<model::Product>(id).await.map(|_| "products")?,
+        "productGroups" => ctx
+            .get::<model::ProductGroup>(id)
+            .await
+            .map(|_| "productGroups")?,
+        "users" => ctx.get::<model::User>(id).await.map(|_| "users")?,
+        "teams" => ctx.get::<model::Team>(id).await.map(|_| "teams")?,
+        "territories" => ctx
+            .get::<model::Territory>(id)
+            .await
+            .map(|_| "territories")?,
+        "customFieldDefinitions" => ctx
+            .get::<model::CustomFieldDefinition>(id)
+            .await
+            .map(|_| "customFieldDefinitions")?,
+        _ => {
+            return Err(Error::invalid(
+                "parent",
+                format!("{collection:?} has no audit history"),
+            ));
+        }
+    };
+    Ok((c, id))
+}
+
+fn cursor(token: &str, parent: &str) -> Result<Option<Uuid>> {
+    let digest = page::query_digest(&["audit", parent]);
+    match PageToken::decode("page_token", token, &digest)? {
+        Some(t) => Uuid::try_parse(&t.id)
+            .map(Some)
+            .map_err(|_| Error::invalid("page_token", "is not a page token from this list")),
+        None => Ok(None),
+    }
+}
+
+fn next(more: bool, last: Option<Uuid>, parent: &str) -> String {
+    match (more, last) {
+        (true, Some(id)) => PageToken {
+            v: vec![],
+            id: id.to_string(),
+            q: page::query_digest(&["audit", parent]),
+        }
+        .encode(),
+        _ => String::new(),
+    }
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl AuditService for Audit {
+    async fn list_audit_records(
+        &self,
+        r: Request<pb::ListAuditRecordsRequest>,
+    ) -> Result<Response<pb::ListAuditRecordsResponse>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        let limit = page::page_size("page_size", r.page_size).or_status()?;
+        let before = cursor(&r.page_token, &r.parent).or_status()?;
+        let (collection, id) = readable(&ctx, &r.parent).await.or_status()?;
+        let mut rows = journal::list_audit(
+            &ctx.db.conn,
+            ctx.tenant(),
+            collection,
+            id,
+            before,
+            limit + 1,
+        )
+        .await
+        .or_status()?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = next(more, rows.last().map(|a| a.id), &r.parent);
+        let resource = r.parent.trim().to_owned();
+        let audit_records = rows
+            .into_iter()
+            .map(|a| pb::AuditRecord {
+                name: format!("auditRecords/{}", a.id),
+                resource: resource.clone(),
+                action: (match a.action {
+                    AuditAction::Create => pb::AuditAction::Create,
+                    AuditAction::Update => pb::AuditAction::Update,
+                    AuditAction::Delete => pb::AuditAction::Delete,
+                }) as i32,
+                actor: format!("users/{}", a.actor),
+                time: Some(ts(a.time)),
+                changes: a
+                    .changes
+                    .iter()
+                    .map(|c| {
+                        let redacted =
+                            ctx.policy.field_access(collection, &c.field) == FieldAccess::Hidden;
+                        pb::FieldChange {
+                            field: c.field.clone(),
+                            old_value: if redacted {
+                                String::new()
+                            } else {
+                                json_text(&c.old)
+                            },
+                            new_value: if redacted {
+                                String::new()
+                            } else {
+                                json_text(&c.new)
+                            },
+                            redacted,
+                        }
+                    })
+                    .collect(),
+                request_id: a.request_id,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditRecordsResponse {
+            audit_records,
+            next_page_token,
+        }))
+    }
+
+    async fn list_ownership_changes(
+        &self,
+        r: Request<pb::ListOwnershipChangesRequest>,
+    ) -> Result<Response<pb::ListOwnershipChangesResponse>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        let limit = page::page_size("page_size", r.page_size).or_status()?;
+        let before = cursor(&r.page_token, &r.parent).or_status()?;
+        let (collection, id) = readable(&ctx, &r.parent).await.or_status()?;
+        let mut rows = journal::list_ownership(
+            &ctx.db.conn,
+            ctx.tenant(),
+            collection,
+            id,
+            before,
+            limit + 1,
+        )
+        .await
+        .or_status()?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = next(more, rows.last().map(|a| a.id), &r.parent);
+        let user = |u: Option<Uuid>| u.map(|u| format!("users/{u}")).unwrap_or_default();
+        Ok(Response::new(pb::ListOwnershipChangesResponse {
+            ownership_changes: rows
+                .into_iter()
+                .map(|o| pb::OwnershipChange {
+                    resource: r.parent.trim().to_owned(),
+                    previous_owner: user(o.previous_owner),
+                    new_owner: user(o.new_owner),
+                    actor: format!("users/{}", o.actor),
+                    time: Some(ts(o.time)),
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,161 @@
+//! gRPC services: each handler converts and validates, calls the use case, converts back.
+
+pub mod access;
+pub mod accounts;
+pub mod audit;
+pub mod contacts;
+pub mod custom_fields;
+pub mod directory;
+mod macros;
+pub mod orders;
+pub mod products;
+
+use crate::status::{OrStatus, status};
+use crm_core::auth::TokenVerifier;
+use crm_core::clock::Clock;
+use crm_core::db::Db;
+use crm_core::error::{Error, Result};
+use crm_core::resource::{Record, Resource};
+use crm_core::service::{Ctx, ListParams};
+use std::sync::Arc;
+use tonic::{Request, Status};
+use uuid::Uuid;
+
+/// Shared by every service: the database, the token verifier and the clock.
+#[derive(Clone)]
+pub struct Gateway {
+    pub db: Db,
+    pub verifier: Arc<TokenVerifier>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Gateway {
+    /// Authenticates the request and loads the caller's rights.
+    pub async fn ctx<T>(&self, req: &Request<T>) -> Result<Ctx, Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| {
+                status(Error::unauthenticated(
+                    "TOKEN_MISSING",
+                    "send an authorization: Bearer <token> header",
+                ))
+            })?
+            .to_str()
+            .map_err(|_| {
+                status(Error::unauthenticated(
+                    "TOKEN_INVALID",
+                    "the authorization header is not text",
+                ))
+            })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                status(Error::unauthenticated(
+                    "TOKEN_MISSING",
+                    "the authorization header must be Bearer <token>",
+                ))
+            })?;
+        let principal = self.verifier.verify(token.trim()).or_status()?;
+        let policy = crm_core::tenant::authorize(&self.db, &principal)
+            .await
+            .or_status()?;
+        Ok(Ctx::new(
+            self.db.clone(),
+            principal,
+            policy,
+            self.clock.clone(),
+        ))
+    }
+}
+
+/// A wire message that carries resource `R`.
+pub trait Wire<R: Resource>: Sized {
+    /// The request field holding the resource, e.g. `contact`.
+    const FIELD: &'static str;
+    fn into_domain(self) -> Result<R>;
+    fn from_record(rec: Record<R>) -> Self;
+    /// The resource name (`contacts/{id}`).
+    fn name(&self) -> &str;
+    fn etag(&self) -> &str;
+
+    /// Parses the id out of a resource name.
+    fn parse_id(field: &str, name: &str) -> Result<Uuid> {
+        crm_core::ids::parse_name(field, R::COLLECTION, name.trim())
+    }
+}
+
+pub async fn create<R: Resource, W: Wire<R>>(
+    ctx: &Ctx,
+    msg: Option<W>,
+    request_id: &str,
+) -> Result<W, Status> {
+    let msg = crate::convert::required(W::FIELD, msg).or_status()?;
+    let data = msg
+        .into_domain()
+        .map_err(|e| e.in_field(W::FIELD))
+        .or_status()?;
+    let rec = ctx
+        .create(data, request_id)
+        .await
+        .map_err(|e| e.in_field(W::FIELD))
+        .or_status()?;
+    Ok(W::from_record(rec))
+}
+
+pub async fn get<R: Resource, W: Wire<R>>(ctx: &Ctx, name: &str) -> Result<W, Status> {
+    let id = W::parse_id("name", name).or_status()?;
+    ctx.get::<R>(id).await.map(W::from_record).or_status()
+}
+
+pub async fn update<R: Resource, W: Wire<R>>(
+    ctx: &Ctx,
+    msg: Option<W>,
+    mask: Option<prost_types::FieldMask>,
+) -> Result<W, Status> {
+    let msg = crate::convert::required(W::FIELD, msg).or_status()?;
+    let id = W::parse_id(&format!("{}.name", W::FIELD), msg.name()).or_status()?;
+    let etag = msg.etag().to_owned();
+    let mask = crate::convert::mask(mask);
+    let data = msg
+        .into_domain()
+        .map_err(|e| e.in_field(W::FIELD))
+        .or_status()?;
+    let rec = ctx
+        .update(id, data, &mask, &etag)
+        .await
+        .map_err(|e| e.in_field(W::FIELD))
+        .or_status()?;
+    Ok(W::from_record(rec))
+}
+
+pub async fn delete<R: Resource, W: Wire<R>>(
+    ctx: &Ctx,
+    name: &str,
+    etag: &str,
+) -> Result<(), Status> {
+    let id = W::parse_id("name", name).or_status()?;
+    ctx.delete::<R>(id, etag).await.or_status()
+}
+
+pub async fn list<R: Resource, W: Wire<R>>(
+    ctx: &Ctx,
+    params: ListParams,
+) -> Result<(Vec<W>, String), Status> {
+    let page = ctx.list::<R>(&params).await.or_status()?;
+    Ok((
+        page.items.into_iter().map(W::from_record).collect(),
+        page.next_page_token,
+    ))
+}
+
+pub fn params(page_size: i32, page_token: String, filter: String, order_by: String) -> ListParams {
+    ListParams {
+        page_size,
+        page_token,
+        filter,
+        order_by,
+        parent: None,
+    }
+}

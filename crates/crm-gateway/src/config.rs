@@ -1,0 +1,162 @@
+//! Configuration: built-in defaults < `crm.toml` (or `--config FILE`) < environment
+//! `CRM__SECTION__KEY` (e.g. `CRM__DATABASE__URL=postgres://...`).
+
+use serde::Deserialize;
+
+/// The development signing secret. `crm serve` warns when it is in use.
+pub const DEV_SECRET: &str = "crm-development-secret-do-not-use-in-production";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: Server,
+    pub database: Database,
+    pub auth: Auth,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// gRPC (and grpc-web) listen address. Default `127.0.0.1:50051`.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// `sqlite://crm.db?mode=rwc` (default) or `postgres://user@host:5432/crm`.
+    pub url: String,
+    /// Pool size. Default 16.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// HS256 shared secret (development and simple deployments).
+    pub hs256_secret: String,
+    /// A PEM file with the identity provider's RS256 public key; when set, tokens must be
+    /// RS256-signed by it and `hs256_secret` is not accepted.
+    pub rs256_public_key_file: String,
+    /// Required `iss` claim. Default `crm`.
+    pub issuer: String,
+    /// Required `aud` claim. Default `crm-api`.
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` (default) or `json` (for containers).
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `crm=debug,sqlx=warn`. Default `info`.
+    pub level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: Server::default(),
+            database: Database::default(),
+            auth: Auth::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+        }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://crm.db?mode=rwc".into(),
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            hs256_secret: DEV_SECRET.into(),
+            rs256_public_key_file: String::new(),
+            issuer: "crm".into(),
+            audience: "crm-api".into(),
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then the file (`crm.toml` if present, or the given one, which must
+    /// exist), then the environment; then validates.
+    pub fn load(file: Option<&str>) -> Result<Settings, String> {
+        let mut b = config::Config::builder();
+        b = match file {
+            Some(f) => b.add_source(config::File::with_name(f).required(true)),
+            None => b.add_source(config::File::with_name("crm.toml").required(false)),
+        };
+        b = b.add_source(
+            config::Environment::with_prefix("CRM")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let s: Settings = b
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| format!("configuration: {e}"))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "server.listen {:?} is not host:port",
+                self.server.listen
+            ));
+        }
+        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
+        {
+            return Err("database.url must start with sqlite: or postgres://".into());
+        }
+        if self.auth.rs256_public_key_file.is_empty() && self.auth.hs256_secret.len() < 16 {
+            return Err("auth.hs256_secret must be at least 16 bytes".into());
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err("log.format must be text or json".into());
+        }
+        Ok(())
+    }
+
+    pub fn verifier(&self) -> Result<crm_core::auth::TokenVerifier, String> {
+        if self.auth.rs256_public_key_file.is_empty() {
+            Ok(crm_core::auth::TokenVerifier::hs256(
+                self.auth.hs256_secret.as_bytes(),
+                &self.auth.issuer,
+                &self.auth.audience,
+            ))
+        } else {
+            let pem = std::fs::read(&self.auth.rs256_public_key_file)
+                .map_err(|e| format!("auth.rs256_public_key_file: {e}"))?;
+            crm_core::auth::TokenVerifier::rs256_pem(&pem, &self.auth.issuer, &self.auth.audience)
+                .map_err(|e| e.message)
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The crm gateway: maps the gRPC API (crm-api) to the domain (crm-core) and nothing else.
+
+pub mod api;
+pub mod config;
+pub mod convert;
+pub mod demo;
+pub mod server;
+pub mod status;
