@@ -82,7 +82,12 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = temp_dir();
                 let url = format!("sqlite://{}/crm.db?mode=rwc", dir.0.display());
-                TestDb { url, admin_url: None, name: String::new(), _dir: Some(dir) }
+                TestDb {
+                    url,
+                    admin_url: None,
+                    name: String::new(),
+                    _dir: Some(dir),
+                }
             }
             Backend::Postgres => {
                 let server = postgres_server().trim_end_matches('/').to_owned();
@@ -90,9 +95,17 @@ impl TestDb {
                 let admin_url = format!("{server}/postgres");
                 let admin = sea_orm::Database::connect(&admin_url).await.unwrap();
                 use sea_orm::ConnectionTrait;
-                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
                 admin.close().await.ok();
-                TestDb { url: format!("{server}/{name}"), admin_url: Some(admin_url), name, _dir: None }
+                TestDb {
+                    url: format!("{server}/{name}"),
+                    admin_url: Some(admin_url),
+                    name,
+                    _dir: None,
+                }
             }
         }
     }
@@ -103,12 +116,17 @@ impl Drop for TestDb {
         if let Some(admin_url) = self.admin_url.take() {
             let name = std::mem::take(&mut self.name);
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async move {
                     use sea_orm::ConnectionTrait;
                     if let Ok(admin) = sea_orm::Database::connect(&admin_url).await {
                         let _ = admin
-                            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
                             .await;
                         let _ = admin.close().await;
                     }
@@ -156,34 +174,63 @@ impl TestServer {
                 eprintln!("server failed: {e}");
             }
         });
-        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
         // Wait for SERVING.
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let r = health
-                .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
                 .await;
             if let Ok(r) = r
-                && r.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                && r.get_ref().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
             {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "gateway did not become ready");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway did not become ready"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let db = Db::connect(&test_db.url, 2).await.unwrap();
-        TestServer { addr, db, channel, settings, shutdown: Some(tx), test_db }
+        TestServer {
+            addr,
+            db,
+            channel,
+            settings,
+            shutdown: Some(tx),
+            test_db,
+        }
     }
 
     /// Creates a tenant (with its admin role).
     pub async fn tenant(&self, id: &str) {
-        crm_core::tenant::create(&self.db, &SystemClock, id, id).await.unwrap();
+        crm_core::tenant::create(&self.db, &SystemClock, id, id)
+            .await
+            .unwrap();
     }
 
     pub fn token(&self, tenant: &str, user: Uuid, roles: &[&str]) -> String {
-        let p = Principal { tenant: tenant.into(), user, roles: roles.iter().map(|r| (*r).to_string()).collect() };
-        mint_hs256(SECRET.as_bytes(), "crm", "crm-api", &p, chrono::Utc::now().timestamp(), 3600).unwrap()
+        let p = Principal {
+            tenant: tenant.into(),
+            user,
+            roles: roles.iter().map(|r| (*r).to_string()).collect(),
+        };
+        mint_hs256(
+            SECRET.as_bytes(),
+            "crm",
+            "crm-api",
+            &p,
+            chrono::Utc::now().timestamp(),
+            3600,
+        )
+        .unwrap()
     }
 
     pub fn accounts(&self) -> v1::account_service_client::AccountServiceClient<Channel> {
@@ -207,13 +254,17 @@ impl TestServer {
     pub fn audit(&self) -> v1::audit_service_client::AuditServiceClient<Channel> {
         v1::audit_service_client::AuditServiceClient::new(self.channel.clone())
     }
-    pub fn custom_fields(&self) -> v1::custom_field_service_client::CustomFieldServiceClient<Channel> {
+    pub fn custom_fields(
+        &self,
+    ) -> v1::custom_field_service_client::CustomFieldServiceClient<Channel> {
         v1::custom_field_service_client::CustomFieldServiceClient::new(self.channel.clone())
     }
 
     /// Rows of a table for a tenant (deleted ones included).
     pub async fn count(&self, table: &str, tenant: &str) -> i64 {
-        crm_core::store::count(&self.db.conn, table, tenant).await.unwrap()
+        crm_core::store::count(&self.db.conn, table, tenant)
+            .await
+            .unwrap()
     }
 }
 
@@ -228,7 +279,8 @@ impl Drop for TestServer {
 /// A request carrying a bearer token.
 pub fn req<T>(token: &str, msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     r
 }
 
@@ -254,9 +306,13 @@ pub fn violated_fields(s: &Status) -> Vec<String> {
 /// The ErrorInfo reason of a status.
 pub fn reason(s: &Status) -> String {
     use tonic_types::StatusExt;
-    s.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+    s.get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
 }
 
 pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
-    Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_string()).collect() })
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| (*p).to_string()).collect(),
+    })
 }

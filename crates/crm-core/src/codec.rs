@@ -108,18 +108,6 @@ pub fn from_db(field: &FieldSpec, row: &QueryResult) -> Result<Json> {
     })
 }
 
-/// The JSON value of a field that holds nothing (what a hidden or cleared field becomes).
-pub fn empty_value(kind: Kind) -> Json {
-    match kind {
-        Kind::Text | Kind::Enum(_) => Json::String(String::new()),
-        Kind::Int => Json::from(0),
-        Kind::Bool => Json::Bool(false),
-        Kind::Time | Kind::Date | Kind::Ref(_) => Json::Null,
-        Kind::Tags | Kind::RefList(_) => Json::Array(vec![]),
-        Kind::Json => Json::Null,
-    }
-}
-
 /// Whether a value is "not set" (used to decide which fields a Create writes).
 pub fn is_empty(v: &Json) -> bool {
     match v {

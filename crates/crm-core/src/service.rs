@@ -5,7 +5,7 @@
 use crate::access::{Action, FieldAccess, Policy, ScopeSet};
 use crate::auth::Principal;
 use crate::clock::Clock;
-use crate::codec::{empty_value, is_empty, to_db};
+use crate::codec::{is_empty, to_db};
 use crate::db::Db;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::new_id;
@@ -237,7 +237,8 @@ impl Ctx {
         let mut hidden = Vec::new();
         for f in R::FIELDS {
             if self.access(R::COLLECTION, f.name) == FieldAccess::Hidden {
-                obj.insert(f.name.to_owned(), empty_value(f.kind));
+                // Every resource struct is `#[serde(default)]`: a missing key is empty.
+                obj.remove(f.name);
                 hidden.push(f.name);
             }
         }
@@ -683,12 +684,10 @@ impl Ctx {
         }
         let mut merged = old.clone();
         for p in &paths {
-            let f = resource::field::<R>(p);
-            let v = incoming
-                .get(*p)
-                .cloned()
-                .unwrap_or_else(|| f.map_or(Json::Null, |f| empty_value(f.kind)));
-            merged.insert((*p).to_owned(), v);
+            match incoming.get(*p) {
+                Some(v) => merged.insert((*p).to_owned(), v.clone()),
+                None => merged.remove(*p),
+            };
         }
         let mut data: R = store::from_object(merged)?;
         data.validate()?;

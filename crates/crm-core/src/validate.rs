@@ -282,7 +282,7 @@ mod tests {
             let _ = text("f", &s, 50, true);
             let _ = email("f", &s);
             let _ = phone("f", &s, Some(&r));
-            let _ = tags("f", &[s.clone()]);
+            let _ = tags("f", std::slice::from_ref(&s));
             let _ = slug("f", &s);
         }
 

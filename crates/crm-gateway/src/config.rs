@@ -6,7 +6,7 @@ use serde::Deserialize;
 /// The development signing secret. `crm serve` warns when it is in use.
 pub const DEV_SECRET: &str = "crm-development-secret-do-not-use-in-production";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub server: Server,
@@ -52,17 +52,6 @@ pub struct Log {
     pub format: String,
     /// A tracing filter, e.g. `info` or `crm=debug,sqlx=warn`. Default `info`.
     pub level: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            server: Server::default(),
-            database: Database::default(),
-            auth: Auth::default(),
-            log: Log::default(),
-        }
-    }
 }
 
 impl Default for Server {

@@ -467,7 +467,7 @@ pub async fn load(
                     ),
                     product_group: Some(*pick(&mut rng, &leaf_groups)),
                     currency_code: "EUR".into(),
-                    list_price: rng.random_range(10_00..50_000_00),
+                    list_price: rng.random_range(1_000..5_000_000),
                     active: rng.random_bool(0.95),
                 },
             )
