@@ -4,6 +4,8 @@
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
+pub mod codec;
+
 /// `google.type` messages used by the API.
 pub mod google {
     pub mod r#type {
