@@ -40,6 +40,13 @@ struct Reach {
     territories: HashSet<Uuid>,
 }
 
+/// A create checked and ready to write.
+struct Prepared {
+    meta: Meta,
+    obj: Map<String, Json>,
+    nested: Vec<(String, &'static str, Uuid)>,
+}
+
 /// Parameters of a List.
 #[derive(Debug, Default, Clone)]
 pub struct ListParams {
@@ -373,21 +380,75 @@ impl Ctx {
     pub async fn create_with_id<R: Resource>(
         &self,
         id: Uuid,
-        mut data: R,
+        data: R,
         request_id: &str,
     ) -> Result<Record<R>> {
-        let scopes = self.scopes::<R>(Action::Create)?;
         let request_id = request_id.trim();
         if !request_id.is_empty() && crate::ids::parse_uuid("request_id", request_id).is_err() {
             return Err(Error::invalid("request_id", "must be a UUID"));
         }
-        let raw = store::to_object(&data)?;
-        let hash = digest(&raw);
+        let hash = digest(&store::to_object(&data)?);
         if !request_id.is_empty()
             && let Some(r) = self.replay::<R>(request_id, &hash).await?
         {
             return Ok(r);
         }
+        let p = self.prepare_create(id, data).await?;
+        let written = async {
+            let tx = self.db.begin_write().await?;
+            if !request_id.is_empty() {
+                journal::remember_request(
+                    &tx.txn,
+                    self.tenant(),
+                    R::COLLECTION,
+                    request_id,
+                    &hash,
+                    id,
+                    p.meta.create_time,
+                )
+                .await?;
+            }
+            self.write_create::<R, _>(&tx.txn, &p, request_id).await?;
+            tx.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => self.mask(p.meta, p.obj),
+            Err(e) if e.kind == ErrorKind::AlreadyExists && !request_id.is_empty() => {
+                // A concurrent retry with the same request_id won the race.
+                match self.replay::<R>(request_id, &hash).await? {
+                    Some(r) => Ok(r),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates many records in one transaction (bulk loads): every record is checked as by
+    /// `create`, and any failure writes none of them.
+    pub async fn create_many<R: Resource>(&self, items: Vec<(Uuid, R)>) -> Result<usize> {
+        let mut prepared = Vec::with_capacity(items.len());
+        for (i, (id, data)) in items.into_iter().enumerate() {
+            prepared.push(
+                self.prepare_create(id, data)
+                    .await
+                    .map_err(|e| e.in_field(&format!("items[{i}]")))?,
+            );
+        }
+        let tx = self.db.begin_write().await?;
+        for p in &prepared {
+            self.write_create::<R, _>(&tx.txn, p, "").await?;
+        }
+        tx.commit().await?;
+        Ok(prepared.len())
+    }
+
+    /// Everything of a create that needs no transaction: rights, field rules, validation,
+    /// the default owner and the scope.
+    async fn prepare_create<R: Resource>(&self, id: Uuid, mut data: R) -> Result<Prepared> {
+        let scopes = self.scopes::<R>(Action::Create)?;
+        let raw = store::to_object(&data)?;
         let set: Vec<&'static str> = R::FIELDS
             .iter()
             .filter(|f| raw.get(f.name).is_some_and(|v| !is_empty(v)))
@@ -407,36 +468,36 @@ impl Ctx {
         if !self.in_scope::<R>(scopes, &obj).await? {
             return Err(self.out_of_scope::<R>(Action::Create, id));
         }
-        let data: R = store::from_object(obj.clone())?;
         let now = self.clock.now();
-        let meta = Meta {
-            id,
-            revision: 1,
-            create_time: now,
-            update_time: now,
-        };
-        let tx = self.db.begin_write().await?;
-        self.check_references::<R, _>(&tx.txn, id, &obj, None)
-            .await?;
-        self.check_nested(&tx.txn, &nested).await?;
-        self.check_custom_fields::<R, _>(&tx.txn, &obj).await?;
-        if !request_id.is_empty() {
-            journal::remember_request(
-                &tx.txn,
-                self.tenant(),
-                R::COLLECTION,
-                request_id,
-                &hash,
+        Ok(Prepared {
+            meta: Meta {
                 id,
-                now,
-            )
+                revision: 1,
+                create_time: now,
+                update_time: now,
+            },
+            obj,
+            nested,
+        })
+    }
+
+    /// The writes of a create, inside the caller's transaction: reference and custom-field
+    /// checks, the row, its audit record, ownership change and event.
+    async fn write_create<R: Resource, C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        p: &Prepared,
+        request_id: &str,
+    ) -> Result<()> {
+        self.check_references::<R, _>(conn, p.meta.id, &p.obj, None)
             .await?;
-        }
-        store::insert::<R, _>(&tx.txn, self.tenant(), &meta, &obj).await?;
+        self.check_nested(conn, &p.nested).await?;
+        self.check_custom_fields::<R, _>(conn, &p.obj).await?;
+        store::insert::<R, _>(conn, self.tenant(), &p.meta, &p.obj).await?;
         let changes: Vec<FieldChange> = R::FIELDS
             .iter()
             .filter_map(|f| {
-                let v = obj.get(f.name)?;
+                let v = p.obj.get(f.name)?;
                 (!is_empty(v)).then(|| FieldChange {
                     field: f.name.to_owned(),
                     old: Json::Null,
@@ -445,28 +506,14 @@ impl Ctx {
             })
             .collect();
         self.journal::<R, _>(
-            &tx.txn,
-            &meta,
+            conn,
+            &p.meta,
             AuditAction::Create,
             &changes,
-            &obj,
+            &p.obj,
             request_id,
         )
-        .await?;
-        let committed = tx.commit().await;
-        match committed {
-            Ok(()) => {}
-            Err(e) if e.kind == ErrorKind::AlreadyExists && !request_id.is_empty() => {
-                // A concurrent retry with the same request_id won the race.
-                if let Some(r) = self.replay::<R>(request_id, &hash).await? {
-                    return Ok(r);
-                }
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        }
-        let _ = data;
-        self.mask(meta, obj)
+        .await
     }
 
     async fn replay<R: Resource>(&self, request_id: &str, hash: &str) -> Result<Option<Record<R>>> {

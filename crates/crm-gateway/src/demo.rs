@@ -160,26 +160,39 @@ fn progress(label: &str, total: usize) -> ProgressBar {
     bar
 }
 
-/// Writes `items` through Ctx::create with bounded concurrency, showing progress.
+/// Rows written per transaction. Each row still gets its own checks, audit record and event.
+const BATCH: usize = 250;
+
+/// Writes `items` through the create use case in batches, with bounded concurrency, showing
+/// progress.
 async fn create_all<R: Resource>(
     ctx: &Ctx,
     label: &str,
-    items: Vec<(Uuid, R)>,
+    mut items: Vec<(Uuid, R)>,
     concurrency: usize,
 ) -> Result<(), String> {
     let bar = progress(label, items.len());
     let total = items.len();
-    let step = (total / 10).max(1);
-    stream::iter(items.into_iter().enumerate())
-        .map(|(i, (id, item))| {
-            let bar = bar.clone();
+    let mut batches = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().min(BATCH));
+        batches.push(std::mem::replace(&mut items, rest));
+    }
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let next_log = std::sync::atomic::AtomicUsize::new(total / 10);
+    stream::iter(batches)
+        .map(|batch| {
+            let (bar, done, next_log) = (bar.clone(), &done, &next_log);
             async move {
-                ctx.create_with_id(id, item, "")
+                let n = ctx
+                    .create_many(batch)
                     .await
                     .map_err(|e: Error| format!("{label}: {e}"))?;
-                bar.inc(1);
-                if bar.is_hidden() && (i + 1) % step == 0 {
-                    tracing::info!("{label}: {}/{total}", i + 1);
+                bar.inc(n as u64);
+                let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                if bar.is_hidden() && d >= next_log.load(std::sync::atomic::Ordering::Relaxed) {
+                    next_log.fetch_add((total / 10).max(1), std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!("{label}: {d}/{total}");
                 }
                 Ok::<(), String>(())
             }
