@@ -168,16 +168,16 @@ const BATCH: usize = 250;
 async fn create_all<R: Resource>(
     ctx: &Ctx,
     label: &str,
-    mut items: Vec<(Uuid, R)>,
+    items: Vec<(Uuid, R)>,
     concurrency: usize,
 ) -> Result<(), String> {
     let bar = progress(label, items.len());
     let total = items.len();
-    let mut batches = Vec::new();
-    while !items.is_empty() {
-        let rest = items.split_off(items.len().min(BATCH));
-        batches.push(std::mem::replace(&mut items, rest));
-    }
+    let mut rest = items.into_iter();
+    let batches = std::iter::from_fn(|| {
+        let batch: Vec<(Uuid, R)> = rest.by_ref().take(BATCH).collect();
+        (!batch.is_empty()).then_some(batch)
+    });
     let done = std::sync::atomic::AtomicUsize::new(0);
     let next_log = std::sync::atomic::AtomicUsize::new(total / 10);
     stream::iter(batches)

@@ -1,0 +1,432 @@
+//! crm-bench: named scenarios against a running crm gateway, printed as a table of
+//! throughput and latency percentiles, each with its ratio to a bare tonic echo server
+//! measured in the same run (the echo server runs as a child process, like the gateway).
+
+use clap::{Parser, Subcommand};
+use crm_api::v1::{self, contact_service_client::ContactServiceClient};
+use hdrhistogram::Histogram;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+mod echo {
+    tonic::include_proto!("crmbench.echo");
+}
+
+#[derive(Parser)]
+#[command(
+    name = "crm-bench",
+    about = "Benchmark scenarios against a running crm gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run scenarios and print a markdown table.
+    Run(RunArgs),
+    /// Serve the bare echo baseline (used by `run` as a child process).
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:50099")]
+        listen: String,
+    },
+}
+
+#[derive(Parser, Clone)]
+struct RunArgs {
+    /// The gateway.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// A bearer token with read and create rights on contacts (e.g. the demo admin token).
+    #[arg(long, env = "CRM_BENCH_TOKEN")]
+    token: String,
+    /// Concurrent request streams.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds of measurement per scenario (after a warm-up).
+    #[arg(long, default_value_t = 15)]
+    duration: u64,
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Comma-separated scenarios: echo, get-contact, list-contacts, create-contact.
+    #[arg(long, default_value = "echo,get-contact,list-contacts,create-contact")]
+    scenarios: String,
+    /// Filter of the list-contacts scenario.
+    #[arg(long, default_value = "region = \"DE\" AND tags:\"vip\"")]
+    list_filter: String,
+    /// Order of the list-contacts scenario.
+    #[arg(long, default_value = "display_name")]
+    list_order: String,
+    /// PID of the gateway, to report its resident memory idle and under load.
+    #[arg(long)]
+    gateway_pid: Option<u32>,
+    /// A label for the table (e.g. the database).
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Gateway connections the streams share (HTTP/2 multiplexes streams on each).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+#[derive(Default)]
+struct EchoSvc;
+
+#[tonic::async_trait]
+impl echo::echo_service_server::EchoService for EchoSvc {
+    async fn echo(
+        &self,
+        r: Request<echo::EchoRequest>,
+    ) -> Result<Response<echo::EchoResponse>, Status> {
+        let size = usize::try_from(r.get_ref().response_size)
+            .unwrap_or(0)
+            .min(1 << 20);
+        Ok(Response::new(echo::EchoResponse {
+            payload: vec![b'x'; size],
+        }))
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match Cli::parse().command {
+        Cmd::EchoServer { listen } => {
+            tonic::transport::Server::builder()
+                .add_service(echo::echo_service_server::EchoServiceServer::new(EchoSvc))
+                .serve(listen.parse()?)
+                .await?;
+            Ok(())
+        }
+        Cmd::Run(args) => run(args).await,
+    }
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// One scenario's measurements.
+struct Outcome {
+    name: String,
+    ok: u64,
+    errors: u64,
+    seconds: f64,
+    hist: Histogram<u64>,
+    peak_rss_kib: Option<u64>,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.seconds
+    }
+    fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+async fn channels(target: &str, n: usize) -> Result<Vec<Channel>, Box<dyn std::error::Error>> {
+    let mut v = Vec::new();
+    for _ in 0..n.max(1) {
+        v.push(Channel::from_shared(target.to_owned())?.connect().await?);
+    }
+    Ok(v)
+}
+
+fn authed<T>(token: &str, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+/// Runs `op` from `concurrency` streams for warm-up + duration; records latencies of the
+/// measured part.
+async fn drive<F, Fut>(args: &RunArgs, name: &str, op: F) -> Result<Outcome, String>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), Status>> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let (op, stop, measuring, counter) =
+            (op.clone(), stop.clone(), measuring.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+            let (mut ok, mut errors, mut last_error) = (0u64, 0u64, None);
+            while !stop.load(Ordering::Relaxed) {
+                let seq = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                let r = op(w, seq).await;
+                let us = u64::try_from(t.elapsed().as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                if measuring.load(Ordering::Relaxed) {
+                    match r {
+                        Ok(()) => {
+                            ok += 1;
+                            if let Some(h) = hist.as_mut() {
+                                let _ = h.record(us.min(60_000_000));
+                            }
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            last_error = Some(e);
+                        }
+                    }
+                }
+            }
+            (hist, ok, errors, last_error)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    let mut peak = None;
+    let end = start + Duration::from_secs(args.duration);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some(pid) = args.gateway_pid
+            && let Some(r) = rss_kib(pid)
+        {
+            peak = Some(peak.map_or(r, |p: u64| p.max(r)));
+        }
+    }
+    measuring.store(false, Ordering::Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut total =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let (mut ok, mut errors) = (0, 0);
+    for t in tasks {
+        if let Ok((h, o, e, last)) = t.await {
+            if let Some(h) = h {
+                let _ = total.add(h);
+            }
+            ok += o;
+            errors += e;
+            if let Some(err) = last {
+                eprintln!("{name}: error sample: {:?} {}", err.code(), err.message());
+            }
+        }
+    }
+    Ok(Outcome {
+        name: name.to_owned(),
+        ok,
+        errors,
+        seconds,
+        hist: total,
+        peak_rss_kib: peak,
+    })
+}
+
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let echo_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _echo = ChildGuard(
+        Command::new(exe)
+            .args(["echo-server", "--listen", &format!("127.0.0.1:{echo_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    let echo_target = format!("http://127.0.0.1:{echo_port}");
+    let mut echo_channels = None;
+    for _ in 0..100 {
+        if let Ok(c) = channels(&echo_target, args.connections).await {
+            echo_channels = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let echo_channels = echo_channels.ok_or("echo server did not start")?;
+    let gw = channels(&args.target, args.connections).await?;
+    let idle_rss = args.gateway_pid.and_then(rss_kib);
+
+    // Contact names for get-contact.
+    let mut client = ContactServiceClient::new(gw[0].clone());
+    let page = client
+        .list_contacts(authed(
+            &args.token,
+            v1::ListContactsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    let names: Arc<Vec<String>> = Arc::new(page.contacts.into_iter().map(|c| c.name).collect());
+    if names.is_empty() {
+        return Err("the token's tenant has no contacts: load data first (crm demo)".into());
+    }
+
+    let mut outcomes = Vec::new();
+    for s in args
+        .scenarios
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let token = args.token.clone();
+        let o = match s {
+            "echo" => {
+                let chans = echo_channels.clone();
+                drive(&args, s, move |w, _| {
+                    let mut c = echo::echo_service_client::EchoServiceClient::new(
+                        chans[w % chans.len()].clone(),
+                    );
+                    async move {
+                        c.echo(Request::new(echo::EchoRequest {
+                            payload: vec![b'x'; 60],
+                            response_size: 600,
+                        }))
+                        .await
+                        .map(|_| ())
+                    }
+                })
+                .await?
+            }
+            "get-contact" => {
+                let (chans, names) = (gw.clone(), names.clone());
+                drive(&args, s, move |w, seq| {
+                    let mut c = ContactServiceClient::new(chans[w % chans.len()].clone());
+                    let name = names[usize::try_from(seq).unwrap_or(0) % names.len()].clone();
+                    let r = authed(&token, v1::GetContactRequest { name });
+                    async move { c.get_contact(r).await.map(|_| ()) }
+                })
+                .await?
+            }
+            "list-contacts" => {
+                let chans = gw.clone();
+                let (filter, order_by) = (args.list_filter.clone(), args.list_order.clone());
+                drive(&args, s, move |w, _| {
+                    let mut c = ContactServiceClient::new(chans[w % chans.len()].clone());
+                    let r = authed(
+                        &token,
+                        v1::ListContactsRequest {
+                            page_size: 50,
+                            page_token: String::new(),
+                            filter: filter.clone(),
+                            order_by: order_by.clone(),
+                        },
+                    );
+                    async move { c.list_contacts(r).await.map(|_| ()) }
+                })
+                .await?
+            }
+            "create-contact" => {
+                let chans = gw.clone();
+                let run = uuid::Uuid::now_v7().simple().to_string();
+                drive(&args, s, move |w, seq| {
+                    let mut c = ContactServiceClient::new(chans[w % chans.len()].clone());
+                    let contact = v1::Contact {
+                        given_name: format!("Bench{seq}"),
+                        family_name: "Load".into(),
+                        region: "DE".into(),
+                        phones: vec![v1::Phone {
+                            number: format!("+49 30 {}", 1_000_000 + seq % 8_999_999),
+                            label: "work".into(),
+                        }],
+                        emails: vec![v1::Email {
+                            address: format!("bench{seq}.{}@load.example", &run[..8]),
+                            label: String::new(),
+                        }],
+                        tags: vec!["bench".into()],
+                        ..Default::default()
+                    };
+                    let r = authed(
+                        &token,
+                        v1::CreateContactRequest {
+                            contact: Some(contact),
+                            request_id: String::new(),
+                        },
+                    );
+                    async move { c.create_contact(r).await.map(|_| ()) }
+                })
+                .await?
+            }
+            other => return Err(format!("unknown scenario {other}").into()),
+        };
+        eprintln!(
+            "{}: {:.0}/s, p99 {:.2} ms, {} errors",
+            o.name,
+            o.rate(),
+            o.ms(0.99),
+            o.errors
+        );
+        outcomes.push(o);
+    }
+
+    let echo_rate = outcomes
+        .iter()
+        .find(|o| o.name == "echo")
+        .map(Outcome::rate);
+    println!(
+        "\n{} — {} streams over {} connections, {} s per scenario after {} s warm-up\n",
+        if args.label.is_empty() {
+            "crm-bench"
+        } else {
+            &args.label
+        },
+        args.concurrency,
+        args.connections,
+        args.duration,
+        args.warmup
+    );
+    println!(
+        "| scenario | ok | errors | throughput /s | ratio to echo | p50 ms | p90 ms | p99 ms | max ms | gateway RSS peak MiB |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for o in &outcomes {
+        let ratio = echo_rate.map_or("-".to_string(), |e| format!("{:.3}", o.rate() / e));
+        let rss = if o.name == "echo" {
+            "-".to_string()
+        } else {
+            o.peak_rss_kib
+                .map_or("-".to_string(), |k| format!("{:.1}", k as f64 / 1024.0))
+        };
+        println!(
+            "| {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            o.name,
+            o.ok,
+            o.errors,
+            o.rate(),
+            ratio,
+            o.ms(0.5),
+            o.ms(0.9),
+            o.ms(0.99),
+            o.hist.max() as f64 / 1000.0,
+            rss
+        );
+    }
+    if let Some(k) = idle_rss {
+        println!(
+            "\ngateway RSS idle (before the run): {:.1} MiB",
+            k as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
