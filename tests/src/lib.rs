@@ -150,17 +150,33 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts with adjusted settings.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestServer {
         let test_db = TestDb::new(backend).await;
-        Self::start_on(test_db, None).await
+        Self::start_configured(test_db, None, adjust).await
     }
 
     /// Starts on a database; `gateway_url` overrides the URL the gateway uses (e.g. through
     /// a proxy) while the test keeps its own connection.
     pub async fn start_on(test_db: TestDb, gateway_url: Option<String>) -> TestServer {
+        Self::start_configured(test_db, gateway_url, |_| {}).await
+    }
+
+    async fn start_configured(
+        test_db: TestDb,
+        gateway_url: Option<String>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestServer {
         let mut settings = Settings::default();
         settings.database.url = gateway_url.unwrap_or_else(|| test_db.url.clone());
         settings.database.max_connections = 8;
         settings.auth.hs256_secret = SECRET.into();
+        // Tests change roles and suspend tenants and expect the next call to see it.
+        settings.auth.policy_cache_ms = 0;
+        adjust(&mut settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();

@@ -38,6 +38,9 @@ impl Db {
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
+            // No ping before every query: a broken connection fails its query (answered
+            // UNAVAILABLE) and is dropped from the pool; pinging would double the round trips.
+            .test_before_acquire(false)
             .sqlx_logging(false);
         let conn = Database::connect(opts).await?;
         let write_lock = if conn.get_database_backend() == DbBackend::Sqlite {

@@ -623,7 +623,11 @@ impl Ctx {
         let scopes = self.scopes::<R>(Action::Read)?;
         let limit = page::page_size("page_size", p.page_size)?;
         let fields = self.query_fields::<R>();
-        let cond = filter::parse_filter(&p.filter, &fields)
+        let dialect = match self.db.backend() {
+            sea_orm::DbBackend::Postgres => filter::Dialect::Postgres,
+            _ => filter::Dialect::Portable,
+        };
+        let cond = filter::parse_filter_for(&p.filter, &fields, dialect)
             .map_err(|e| Error::invalid("filter", e.to_string()))?;
         let order_text = if p.order_by.trim().is_empty() {
             R::DEFAULT_ORDER

@@ -180,3 +180,61 @@ pub fn hide(collection: &str, field: &str) -> FieldRule {
         access: FieldAccess::Hidden,
     }
 }
+
+/// Recently evaluated policies, keyed by tenant and role keys, so a burst of requests does
+/// not re-read the tenant row and its roles for every call. Entries live `ttl`: a role edit or
+/// a tenant suspension takes effect on every replica within that time. A `ttl` of zero
+/// disables the cache. Only successful evaluations are kept.
+pub struct PolicyCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<
+        std::collections::HashMap<(String, Vec<String>), (std::time::Instant, Policy)>,
+    >,
+}
+
+/// Entries kept at most; the cache is emptied when it would grow beyond.
+const POLICY_CACHE_MAX: usize = 10_000;
+
+impl PolicyCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            ttl,
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// `authorize`, served from the cache while fresh.
+    pub async fn authorize(&self, db: &Db, principal: &Principal) -> Result<Policy> {
+        self.authorize_at(db, principal, std::time::Instant::now())
+            .await
+    }
+
+    pub async fn authorize_at(
+        &self,
+        db: &Db,
+        principal: &Principal,
+        now: std::time::Instant,
+    ) -> Result<Policy> {
+        if self.ttl.is_zero() {
+            return authorize(db, principal).await;
+        }
+        let mut roles = principal.roles.clone();
+        roles.sort();
+        roles.dedup();
+        let key = (principal.tenant.clone(), roles);
+        if let Ok(map) = self.entries.lock()
+            && let Some((at, policy)) = map.get(&key)
+            && now.duration_since(*at) < self.ttl
+        {
+            return Ok(policy.clone());
+        }
+        let policy = authorize(db, principal).await?;
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= POLICY_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(key, (now, policy.clone()));
+        }
+        Ok(policy)
+    }
+}

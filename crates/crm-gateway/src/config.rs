@@ -43,6 +43,10 @@ pub struct Auth {
     pub issuer: String,
     /// Required `aud` claim. Default `crm-api`.
     pub audience: String,
+    /// How long an evaluated tenant status and role set is reused, in milliseconds: role
+    /// edits and suspensions take effect within this time on every replica. 0 disables.
+    /// Default 1000.
+    pub policy_cache_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +82,7 @@ impl Default for Auth {
             rs256_public_key_file: String::new(),
             issuer: "crm".into(),
             audience: "crm-api".into(),
+            policy_cache_ms: 1000,
         }
     }
 }

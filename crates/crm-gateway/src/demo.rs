@@ -163,6 +163,9 @@ fn progress(label: &str, total: usize) -> ProgressBar {
 /// Rows written per transaction. Each row still gets its own checks, audit record and event.
 const BATCH: usize = 250;
 
+/// The first accounts may be parents of later ones.
+const PARENTS: usize = 20;
+
 /// Writes `items` through the create use case in batches, with bounded concurrency, showing
 /// progress.
 async fn create_all<R: Resource>(
@@ -491,13 +494,13 @@ pub async fn load(
 
     // Accounts, owned by reps, in their territory.
     let mut account_ids: Vec<(Uuid, Uuid, Option<Uuid>)> = Vec::with_capacity(sizes.accounts);
-    let mut accounts = Vec::with_capacity(sizes.accounts);
+    let mut accounts: Vec<(Uuid, Account)> = Vec::with_capacity(sizes.accounts);
     for i in 0..sizes.accounts {
         let (owner, _, code) = *pick(&mut rng, &reps);
         let territory = country_territory.get(code).copied();
         let id = new_id();
-        let parent =
-            (i > 20 && rng.random_bool(0.1)).then(|| account_ids[rng.random_range(0..20)].0);
+        let parent = (i >= PARENTS && rng.random_bool(0.1))
+            .then(|| account_ids[rng.random_range(0..PARENTS)].0);
         account_ids.push((id, owner, territory));
         accounts.push((
             id,
@@ -530,7 +533,10 @@ pub async fn load(
             },
         ));
     }
-    create_all(&ctx, "accounts", accounts, conc).await?;
+    // Parents (among the first accounts) are written before the accounts that point at them.
+    let children = accounts.split_off(accounts.len().min(PARENTS));
+    create_all(&ctx, "accounts", accounts, 1).await?;
+    create_all(&ctx, "accounts", children, conc).await?;
 
     // Contacts with their positions.
     let mut contacts = Vec::with_capacity(sizes.contacts);

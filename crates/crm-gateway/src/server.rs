@@ -10,7 +10,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tower_http::cors::{Any, CorsLayer};
@@ -55,6 +54,9 @@ pub async fn serve(
         db: db.clone(),
         verifier,
         clock,
+        policies: Arc::new(crm_core::tenant::PolicyCache::new(Duration::from_millis(
+            settings.auth.policy_cache_ms,
+        ))),
     };
 
     let reflection = tonic_reflection::server::Builder::configure()
@@ -70,7 +72,10 @@ pub async fn serve(
         .allow_headers(Any)
         .allow_methods(Any)
         .expose_headers(Any);
-    let incoming = TcpListenerStream::new(listener);
+    // No Nagle delay: small responses must not wait for the peer's delayed ACK.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     Server::builder()
         .accept_http1(true)
         .layer(cors)

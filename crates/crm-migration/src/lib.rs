@@ -7,13 +7,17 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_init;
+mod m20261124_000002_tag_indexes;
 
 pub struct Migrator;
 
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_init::Migration)]
+        vec![
+            Box::new(m20261124_000001_init::Migration),
+            Box::new(m20261124_000002_tag_indexes::Migration),
+        ]
     }
 }
 

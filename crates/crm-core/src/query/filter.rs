@@ -696,10 +696,35 @@ fn leftmost_position(expr: &Expr) -> usize {
 
 /// Compiles a parsed filter against a field whitelist.
 pub fn compile(expr: &Expr, fields: &[FilterField]) -> Result<Condition, FilterError> {
-    compile_at(expr, fields, 0)
+    compile_at(expr, fields, 0, Dialect::Portable)
 }
 
-fn compile_at(expr: &Expr, fields: &[FilterField], depth: usize) -> Result<Condition, FilterError> {
+/// SQL dialect for the few comparisons that have a faster native form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// SQL both SQLite and PostgreSQL run (list membership as `LIKE '%|v|%'`).
+    #[default]
+    Portable,
+    /// PostgreSQL: list membership as `string_to_array(col, '|') @> ARRAY[v]`, which the
+    /// GIN expression indexes of the schema serve.
+    Postgres,
+}
+
+/// Compiles a parsed filter for a dialect.
+pub fn compile_for(
+    expr: &Expr,
+    fields: &[FilterField],
+    dialect: Dialect,
+) -> Result<Condition, FilterError> {
+    compile_at(expr, fields, 0, dialect)
+}
+
+fn compile_at(
+    expr: &Expr,
+    fields: &[FilterField],
+    depth: usize,
+    dialect: Dialect,
+) -> Result<Condition, FilterError> {
     if depth > MAX_AST_DEPTH {
         return err(leftmost_position(expr), "filter is nested too deeply");
     }
@@ -715,12 +740,12 @@ fn compile_at(expr: &Expr, fields: &[FilterField], depth: usize) -> Result<Condi
                 Condition::any()
             };
             for item in items {
-                cond = cond.add(compile_at(item, fields, next)?);
+                cond = cond.add(compile_at(item, fields, next, dialect)?);
             }
             Ok(cond)
         }
-        Expr::Not(inner) => Ok(compile_at(inner, fields, next)?.not()),
-        Expr::Compare(c) => compile_comparison(c, fields),
+        Expr::Not(inner) => Ok(compile_at(inner, fields, next, dialect)?.not()),
+        Expr::Compare(c) => compile_comparison(c, fields, dialect),
     }
 }
 
@@ -854,7 +879,11 @@ fn expect_ref(
         })
 }
 
-fn compile_comparison(c: &Comparison, fields: &[FilterField]) -> Result<Condition, FilterError> {
+fn compile_comparison(
+    c: &Comparison,
+    fields: &[FilterField],
+    dialect: Dialect,
+) -> Result<Condition, FilterError> {
     let Some(field) = fields.iter().find(|f| f.name == c.field) else {
         return err(
             c.field_position,
@@ -956,8 +985,27 @@ fn compile_comparison(c: &Comparison, fields: &[FilterField]) -> Result<Conditio
             if text.is_empty() {
                 return err(c.value_position, "list value must not be empty");
             }
-            let pattern = format!("%|{}|%", escape_like(&text.to_lowercase()));
-            col.like(LikeExpr::new(pattern).escape(LIKE_ESCAPE))
+            match dialect {
+                Dialect::Portable => {
+                    let pattern = format!("%|{}|%", escape_like(&text.to_lowercase()));
+                    col.like(LikeExpr::new(pattern).escape(LIKE_ESCAPE))
+                }
+                Dialect::Postgres => {
+                    // string_to_array(col, '|') @> string_to_array($n, '|'): the left side is
+                    // exactly the GIN index expression, so the index serves it.
+                    let array = |e: SqlExpr| {
+                        SqlExpr::from(
+                            Func::cust("string_to_array")
+                                .arg(e)
+                                .arg(SqlExpr::cust("'|'")),
+                        )
+                    };
+                    array(col).binary(
+                        BinOper::Custom("@>"),
+                        array(SqlExpr::val(text.to_lowercase())),
+                    )
+                }
+            }
         }
     };
     Ok(Condition::all().add(expr))
@@ -965,8 +1013,17 @@ fn compile_comparison(c: &Comparison, fields: &[FilterField]) -> Result<Conditio
 
 /// Parses and compiles a filter. Empty / whitespace-only input yields `Ok(None)`.
 pub fn parse_filter(input: &str, fields: &[FilterField]) -> Result<Option<Condition>, FilterError> {
+    parse_filter_for(input, fields, Dialect::Portable)
+}
+
+/// Parses and compiles a filter for a dialect.
+pub fn parse_filter_for(
+    input: &str,
+    fields: &[FilterField],
+    dialect: Dialect,
+) -> Result<Option<Condition>, FilterError> {
     match parse(input)? {
-        Some(expr) => compile(&expr, fields).map(Some),
+        Some(expr) => compile_for(&expr, fields, dialect).map(Some),
         None => Ok(None),
     }
 }
@@ -2074,5 +2131,49 @@ mod tests {
         check_no_panic(&"(".repeat(10_000));
         check_no_panic(&"東".repeat(10_000));
         check_no_panic(&format!("{}age = 1", "(".repeat(8000)));
+    }
+}
+
+#[cfg(test)]
+mod dialect_tests {
+    use super::*;
+    use sea_orm::sea_query::{PostgresQueryBuilder, Query};
+
+    #[test]
+    fn postgres_list_membership_uses_the_tag_array() {
+        let fields = [
+            FilterField {
+                name: "region",
+                column: "region",
+                ty: FieldType::String,
+                filterable: true,
+                sortable: true,
+            },
+            FilterField {
+                name: "tags",
+                column: "tags",
+                ty: FieldType::StringList,
+                filterable: true,
+                sortable: false,
+            },
+        ];
+        let cond = parse_filter_for(
+            "region = \"DE\" AND tags:\"VIP\"",
+            &fields,
+            Dialect::Postgres,
+        )
+        .ok()
+        .flatten();
+        let mut q = Query::select();
+        q.column("id").from("contacts");
+        if let Some(c) = cond {
+            q.cond_where(c);
+        }
+        let (sql, values) = q.build(PostgresQueryBuilder);
+        assert!(
+            sql.contains(r#"string_to_array("tags", '|') @> string_to_array($2, '|')"#),
+            "{sql}"
+        );
+        assert_eq!(values.0.len(), 2);
     }
 }

@@ -27,6 +27,7 @@ pub struct Gateway {
     pub db: Db,
     pub verifier: Arc<TokenVerifier>,
     pub clock: Arc<dyn Clock>,
+    pub policies: Arc<crm_core::tenant::PolicyCache>,
 }
 
 impl Gateway {
