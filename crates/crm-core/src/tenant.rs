@@ -187,10 +187,11 @@ pub fn hide(collection: &str, field: &str) -> FieldRule {
 /// disables the cache. Only successful evaluations are kept.
 pub struct PolicyCache {
     ttl: std::time::Duration,
-    entries: std::sync::Mutex<
-        std::collections::HashMap<(String, Vec<String>), (std::time::Instant, Policy)>,
-    >,
+    entries: std::sync::Mutex<std::collections::HashMap<PolicyKey, (std::time::Instant, Policy)>>,
 }
+
+/// Tenant and sorted role keys.
+type PolicyKey = (String, Vec<String>);
 
 /// Entries kept at most; the cache is emptied when it would grow beyond.
 const POLICY_CACHE_MAX: usize = 10_000;
