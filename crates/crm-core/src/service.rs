@@ -822,11 +822,6 @@ impl Ctx {
             .await?;
         tx.commit().await
     }
-
-    /// Checks the caller may read resource `id` of `R` (for audit reads).
-    pub async fn check_readable<R: Resource>(&self, id: Uuid) -> Result<Record<R>> {
-        self.get::<R>(id).await
-    }
 }
 
 fn stale<R: Resource>(id: Uuid) -> Error {

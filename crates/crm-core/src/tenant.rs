@@ -1,6 +1,6 @@
 //! Tenants (K5): created and suspended by operators; every row of every table belongs to one.
 
-use crate::access::{Action, FieldAccess, FieldRule, Grant, Policy, Scope};
+use crate::access::{Action, Grant, Policy, Scope};
 use crate::auth::Principal;
 use crate::clock::Clock;
 use crate::db::Db;
@@ -170,15 +170,6 @@ pub async fn authorize(db: &Db, principal: &Principal) -> Result<Policy> {
         }
     }
     crate::model::role::load_policy(&db.conn, &principal.tenant, &principal.roles).await
-}
-
-/// Rule helper for building roles in code.
-pub fn hide(collection: &str, field: &str) -> FieldRule {
-    FieldRule {
-        collection: collection.into(),
-        field: field.into(),
-        access: FieldAccess::Hidden,
-    }
 }
 
 /// Recently evaluated policies, keyed by tenant and role keys, so a burst of requests does
