@@ -157,11 +157,7 @@ pub fn custom_out(
             let kind = match v {
                 V::Text(s) => K::TextValue(s),
                 V::Number(n) => K::NumberValue(n),
-                V::Date(d) => K::DateValue(gt::Date {
-                    year: d.year(),
-                    month: i32::try_from(d.month()).unwrap_or(0),
-                    day: i32::try_from(d.day()).unwrap_or(0),
-                }),
+                V::Date(d) => K::DateValue(date(Some(d)).unwrap_or_default()),
                 V::Enum(s) => K::EnumValue(s),
             };
             (k, crm_api::v1::CustomFieldValue { kind: Some(kind) })

@@ -91,6 +91,33 @@ fn next(more: bool, last: Option<Uuid>, parent: &str) -> String {
     }
 }
 
+/// What both lists share: page size, cursor, and the resource after the read check.
+struct Window {
+    collection: &'static str,
+    id: Uuid,
+    before: Option<Uuid>,
+    limit: u64,
+}
+
+async fn window(ctx: &Ctx, parent: &str, page_size: i32, page_token: &str) -> Result<Window> {
+    let limit = page::page_size("page_size", page_size)?;
+    let before = cursor(page_token, parent)?;
+    let (collection, id) = readable(ctx, parent).await?;
+    Ok(Window {
+        collection,
+        id,
+        before,
+        limit,
+    })
+}
+
+/// Trims the one extra row fetched and returns the next page token.
+fn page_of<T>(rows: &mut Vec<T>, limit: u64, id_of: impl Fn(&T) -> Uuid, parent: &str) -> String {
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    next(more, rows.last().map(id_of), parent)
+}
+
 fn json_text(v: &serde_json::Value) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -103,22 +130,21 @@ impl AuditService for Audit {
     ) -> Result<Response<pb::ListAuditRecordsResponse>, Status> {
         let ctx = self.0.ctx(&r).await?;
         let r = r.into_inner();
-        let limit = page::page_size("page_size", r.page_size).or_status()?;
-        let before = cursor(&r.page_token, &r.parent).or_status()?;
-        let (collection, id) = readable(&ctx, &r.parent).await.or_status()?;
+        let w = window(&ctx, &r.parent, r.page_size, &r.page_token)
+            .await
+            .or_status()?;
+        let collection = w.collection;
         let mut rows = journal::list_audit(
             &ctx.db.conn,
             ctx.tenant(),
-            collection,
-            id,
-            before,
-            limit + 1,
+            w.collection,
+            w.id,
+            w.before,
+            w.limit + 1,
         )
         .await
         .or_status()?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = next(more, rows.last().map(|a| a.id), &r.parent);
+        let next_page_token = page_of(&mut rows, w.limit, |a| a.id, &r.parent);
         let resource = r.parent.trim().to_owned();
         let audit_records = rows
             .into_iter()
@@ -169,22 +195,20 @@ impl AuditService for Audit {
     ) -> Result<Response<pb::ListOwnershipChangesResponse>, Status> {
         let ctx = self.0.ctx(&r).await?;
         let r = r.into_inner();
-        let limit = page::page_size("page_size", r.page_size).or_status()?;
-        let before = cursor(&r.page_token, &r.parent).or_status()?;
-        let (collection, id) = readable(&ctx, &r.parent).await.or_status()?;
+        let w = window(&ctx, &r.parent, r.page_size, &r.page_token)
+            .await
+            .or_status()?;
         let mut rows = journal::list_ownership(
             &ctx.db.conn,
             ctx.tenant(),
-            collection,
-            id,
-            before,
-            limit + 1,
+            w.collection,
+            w.id,
+            w.before,
+            w.limit + 1,
         )
         .await
         .or_status()?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = next(more, rows.last().map(|a| a.id), &r.parent);
+        let next_page_token = page_of(&mut rows, w.limit, |a| a.id, &r.parent);
         let user = |u: Option<Uuid>| u.map(|u| format!("users/{u}")).unwrap_or_default();
         Ok(Response::new(pb::ListOwnershipChangesResponse {
             ownership_changes: rows
