@@ -138,6 +138,10 @@ impl Ctx {
         if s.all {
             return Ok(None);
         }
+        if !(s.team || s.subtree || s.territory) {
+            // OWN alone needs nothing from the directory.
+            return Ok(Some((HashSet::from([self.principal.user]), HashSet::new())));
+        }
         let reach = self.reach(s).await?;
         let mut owners = HashSet::new();
         if s.own || s.subtree || s.team {
