@@ -179,3 +179,99 @@ async fn postgres_going_away_is_unavailable_and_recovers() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_serving_until_the_database_is_ready() {
+    let server = crm_tests::postgres_server();
+    let test_db = TestDb::new(Backend::Postgres).await;
+    let proxy = Proxy::start(host_port(&server)).await;
+    proxy.cut().await;
+    let db_name = test_db.url.rsplit('/').next().unwrap().to_owned();
+    let user = server
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut settings = crm_gateway::config::Settings::default();
+    settings.database.url = format!("postgres://{user}@127.0.0.1:{}/{db_name}", proxy.port);
+    settings.auth.hs256_secret = crm_tests::SECRET.into();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(crm_gateway::server::serve(settings, listener, async {
+        let _ = rx.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let check = tonic_health::pb::HealthCheckRequest {
+        service: "crm.v1.ContactService".into(),
+    };
+    // The port answers at once, but not as serving, and RPCs are UNAVAILABLE.
+    let st = health
+        .check(check.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_ne!(st, serving);
+    let token = {
+        let p = crm_core::auth::Principal {
+            tenant: "acme".into(),
+            user: Uuid::now_v7(),
+            roles: vec!["admin".into()],
+        };
+        crm_core::auth::mint_hs256(
+            crm_tests::SECRET.as_bytes(),
+            "crm",
+            "crm-api",
+            &p,
+            chrono::Utc::now().timestamp(),
+            60,
+        )
+        .unwrap()
+    };
+    let mut contacts = contact_service_client::ContactServiceClient::new(channel.clone());
+    expect_code(
+        contacts
+            .list_contacts(req(&token, ListContactsRequest::default()))
+            .await,
+        Code::Unavailable,
+    );
+    // Without a token it is still UNAUTHENTICATED first.
+    expect_code(
+        contacts
+            .list_contacts(tonic::Request::new(ListContactsRequest::default()))
+            .await,
+        Code::Unauthenticated,
+    );
+
+    // The database comes up: the gateway migrates it and turns SERVING.
+    proxy.restore().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health
+        .check(check.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        != serving
+    {
+        assert!(Instant::now() < deadline, "never became SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let db = crm_core::db::Db::connect(&test_db.url, 1).await.unwrap();
+    crm_core::tenant::create(&db, &crm_core::clock::SystemClock, "acme", "acme")
+        .await
+        .unwrap();
+    contacts
+        .list_contacts(req(&token, ListContactsRequest::default()))
+        .await
+        .unwrap();
+    let _ = tx.send(());
+}

@@ -1171,8 +1171,41 @@ async fn record_and_field_permissions(backend: Backend) {
     assert_eq!(me.field_rules.len(), 3);
 }
 
+async fn cached_policies_expire(backend: Backend) {
+    let s = TestServer::start_with(backend, |c| c.auth.policy_cache_ms = 500).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    s.contacts()
+        .list_contacts(req(&t, ListContactsRequest::default()))
+        .await
+        .unwrap();
+    crm_core::tenant::set_status(
+        &s.db,
+        &crm_core::clock::SystemClock,
+        "acme",
+        crm_core::tenant::TenantStatus::Suspended,
+    )
+    .await
+    .unwrap();
+    // Within the cache's lifetime the evaluated policy is reused...
+    s.contacts()
+        .list_contacts(req(&t, ListContactsRequest::default()))
+        .await
+        .unwrap();
+    // ...and after it, the suspension holds.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let st = expect_code(
+        s.contacts()
+            .list_contacts(req(&t, ListContactsRequest::default()))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(reason(&st), "TENANT_SUSPENDED");
+}
+
 both!(
     another_tenants_ids_are_not_found,
     tokens_are_checked,
-    record_and_field_permissions
+    record_and_field_permissions,
+    cached_policies_expire,
 );

@@ -37,8 +37,9 @@ pub async fn open_database(settings: &Settings) -> Result<Db, String> {
     Ok(db)
 }
 
-/// Serves until `shutdown` resolves. Health reports NOT_SERVING until the database is
-/// migrated and answers a ping, and again whenever a ping fails.
+/// Serves until `shutdown` resolves. The port answers at once: health reports NOT_SERVING
+/// (and RPCs UNAVAILABLE) until the database is reachable and migrated, and NOT_SERVING again
+/// whenever a periodic ping fails.
 pub async fn serve(
     settings: Settings,
     listener: TcpListener,
@@ -48,10 +49,11 @@ pub async fn serve(
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
 
-    let db = open_database(&settings).await?;
+    let db = Arc::new(std::sync::OnceLock::new());
+    tokio::spawn(prepare_database(settings.clone(), db.clone(), reporter));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let gw = Gateway {
-        db: db.clone(),
+        db,
         verifier,
         clock,
         policies: Arc::new(crm_core::tenant::PolicyCache::new(Duration::from_millis(
@@ -64,8 +66,6 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
-
-    tokio::spawn(watch_database(db, reporter));
 
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -118,6 +118,28 @@ async fn set_all(reporter: &tonic_health::server::HealthReporter, status: Servin
     for s in SERVICES {
         reporter.set_service_status(*s, status).await;
     }
+}
+
+/// Opens and migrates the database, retrying with backoff until it works, then publishes it to
+/// the services and keeps health in step with it.
+async fn prepare_database(
+    settings: Settings,
+    cell: Arc<std::sync::OnceLock<Db>>,
+    reporter: tonic_health::server::HealthReporter,
+) {
+    let mut delay = Duration::from_millis(500);
+    let db = loop {
+        match open_database(&settings).await {
+            Ok(db) => break db,
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let _ = cell.set(db.clone());
+    watch_database(db, reporter).await;
 }
 
 /// Pings the database every few seconds and mirrors the result in health.

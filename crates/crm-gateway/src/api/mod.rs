@@ -21,10 +21,11 @@ use std::sync::Arc;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
-/// Shared by every service: the database, the token verifier and the clock.
+/// Shared by every service: the database (set once it is migrated), the token verifier, the
+/// clock and the policy cache.
 #[derive(Clone)]
 pub struct Gateway {
-    pub db: Db,
+    pub db: Arc<std::sync::OnceLock<Db>>,
     pub verifier: Arc<TokenVerifier>,
     pub clock: Arc<dyn Clock>,
     pub policies: Arc<crm_core::tenant::PolicyCache>,
@@ -59,15 +60,13 @@ impl Gateway {
                 ))
             })?;
         let principal = self.verifier.verify(token.trim()).or_status()?;
-        let policy = crm_core::tenant::authorize(&self.db, &principal)
-            .await
-            .or_status()?;
-        Ok(Ctx::new(
-            self.db.clone(),
-            principal,
-            policy,
-            self.clock.clone(),
-        ))
+        let db = self.db.get().ok_or_else(|| {
+            status(Error::unavailable(
+                "the server is starting: the database is not ready yet",
+            ))
+        })?;
+        let policy = self.policies.authorize(db, &principal).await.or_status()?;
+        Ok(Ctx::new(db.clone(), principal, policy, self.clock.clone()))
     }
 }
 
