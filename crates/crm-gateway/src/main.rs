@@ -8,6 +8,11 @@ use crm_gateway::config::{DEV_SECRET, Settings};
 use std::process::ExitCode;
 use uuid::Uuid;
 
+/// mimalloc: responses are built from many small allocations per row; glibc malloc was a third
+/// of the gateway's CPU under list load (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "crm",
