@@ -45,3 +45,24 @@ impl Clock for ManualClock {
             .unwrap_or_else(|p| *p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let start = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let c = ManualClock::new(start);
+        assert_eq!(c.now(), start);
+        c.advance(chrono::Duration::minutes(5));
+        assert_eq!(c.now(), start + chrono::Duration::minutes(5));
+        c.set(start);
+        assert_eq!(c.now(), start);
+    }
+
+    #[test]
+    fn system_clock_is_microsecond_precise() {
+        assert_eq!(SystemClock.now().timestamp_subsec_nanos() % 1000, 0);
+    }
+}
