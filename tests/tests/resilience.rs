@@ -95,6 +95,19 @@ impl Proxy {
         });
     }
 
+    /// The URL of `test_db` reached through this proxy (`server` names the user).
+    fn url_for(&self, server: &str, test_db: &TestDb) -> String {
+        let db_name = test_db.url.rsplit('/').next().unwrap();
+        let user = server
+            .split("://")
+            .nth(1)
+            .unwrap()
+            .split('@')
+            .next()
+            .unwrap();
+        format!("postgres://{user}@127.0.0.1:{}/{db_name}", self.port)
+    }
+
     /// Drops every connection and stops listening.
     async fn cut(&self) {
         self.tasks.lock().await.abort_all();
@@ -118,16 +131,7 @@ async fn postgres_going_away_is_unavailable_and_recovers() {
     let server = crm_tests::postgres_server();
     let test_db = TestDb::new(Backend::Postgres).await;
     let proxy = Proxy::start(host_port(&server)).await;
-    let db_name = test_db.url.rsplit('/').next().unwrap().to_owned();
-    let user = server
-        .split("://")
-        .nth(1)
-        .unwrap()
-        .split('@')
-        .next()
-        .unwrap()
-        .to_owned();
-    let via_proxy = format!("postgres://{user}@127.0.0.1:{}/{db_name}", proxy.port);
+    let via_proxy = proxy.url_for(&server, &test_db);
     let s = TestServer::start_on(test_db, Some(via_proxy)).await;
     s.tenant("acme").await;
     let t = s.token("acme", Uuid::now_v7(), &["admin"]);
@@ -186,17 +190,8 @@ async fn not_serving_until_the_database_is_ready() {
     let test_db = TestDb::new(Backend::Postgres).await;
     let proxy = Proxy::start(host_port(&server)).await;
     proxy.cut().await;
-    let db_name = test_db.url.rsplit('/').next().unwrap().to_owned();
-    let user = server
-        .split("://")
-        .nth(1)
-        .unwrap()
-        .split('@')
-        .next()
-        .unwrap()
-        .to_owned();
     let mut settings = crm_gateway::config::Settings::default();
-    settings.database.url = format!("postgres://{user}@127.0.0.1:{}/{db_name}", proxy.port);
+    settings.database.url = proxy.url_for(&server, &test_db);
     settings.auth.hs256_secret = crm_tests::SECRET.into();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
