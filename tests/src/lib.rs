@@ -165,6 +165,15 @@ impl TestServer {
         Self::start_configured(test_db, gateway_url, |_| {}).await
     }
 
+    /// [`TestServer::start_on`] with adjusted settings (applied after the harness's own).
+    pub async fn start_on_with(
+        test_db: TestDb,
+        gateway_url: Option<String>,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestServer {
+        Self::start_configured(test_db, gateway_url, adjust).await
+    }
+
     async fn start_configured(
         test_db: TestDb,
         gateway_url: Option<String>,

@@ -37,6 +37,7 @@ async fn contact_lifecycle(backend: Backend) {
                     phones: vec![Phone {
                         number: "03-1234-5678".into(),
                         label: "work".into(),
+                        extension: String::new(),
                     }],
                     emails: vec![Email {
                         address: "Taro@Example.JP".into(),
@@ -132,7 +133,7 @@ async fn contact_lifecycle(backend: Backend) {
         ))
         .await;
     let st = expect_code(unknown, Code::InvalidArgument);
-    assert_eq!(violated_fields(&st), vec!["contact.update_mask"]);
+    assert_eq!(violated_fields(&st), vec!["update_mask"]);
     let empty_mask = c
         .update_contact(req(
             &t,
@@ -422,7 +423,7 @@ async fn idempotent_create(backend: Backend) {
         .await;
     assert_eq!(
         violated_fields(&expect_code(other, Code::InvalidArgument)),
-        vec!["account.request_id"]
+        vec!["request_id"]
     );
     let bad = a
         .create_account(req(
@@ -470,6 +471,7 @@ async fn failed_writes_leave_nothing(backend: Backend) {
                 phones: vec![Phone {
                     number: "12".into(),
                     label: String::new(),
+                    extension: String::new(),
                 }],
                 ..contact("A", "B", "", &[])
             },

@@ -970,6 +970,7 @@ async fn record_and_field_permissions(backend: Backend) {
         phones: vec![Phone {
             number: "+49 30 901820".into(),
             label: String::new(),
+            extension: String::new(),
         }],
         birth_date: Some(Date {
             year: 1970,

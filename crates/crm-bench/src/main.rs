@@ -351,6 +351,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                         phones: vec![v1::Phone {
                             number: format!("+49 30 {}", 1_000_000 + seq % 8_999_999),
                             label: "work".into(),
+                            extension: String::new(),
                         }],
                         emails: vec![v1::Email {
                             address: format!("bench{seq}.{}@load.example", &run[..8]),

@@ -151,12 +151,19 @@ impl Policy {
     /// A field's access: the most generous of the roles that grant anything on the
     /// collection; a role without a rule for the field gives READ_WRITE.
     pub fn field_access(&self, collection: &str, field: &str) -> FieldAccess {
+        self.field_access_in(collection, collection, field)
+    }
+
+    /// A field's access for a collection whose grants are those of `permission` (a child
+    /// resource such as a contact's positions follows its parent's grants; its field rules
+    /// name the child collection).
+    pub fn field_access_in(&self, permission: &str, collection: &str, field: &str) -> FieldAccess {
         let mut best: Option<FieldAccess> = None;
         for r in &self.roles {
             let grants_collection = r
                 .grants
                 .iter()
-                .any(|g| g.collection == collection || g.collection == "*");
+                .any(|g| g.collection == permission || g.collection == "*");
             if !grants_collection {
                 continue;
             }

@@ -21,11 +21,30 @@ pub struct Claims {
     pub tenant: String,
     #[serde(default)]
     pub roles: Vec<String>,
-    pub aud: String,
+    /// One audience, or several (RFC 7519 allows both; identity providers send arrays).
+    pub aud: Audience,
     pub iss: String,
     pub exp: i64,
-    pub iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
 }
+
+/// The `aud` claim: a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// At most this many roles in a token, each at most this many bytes.
+const MAX_TOKEN_ROLES: usize = 100;
+const MAX_ROLE_BYTES: usize = 200;
+
+/// Clock skew tolerated between the identity provider and this server, in seconds.
+pub const LEEWAY_SECONDS: u64 = 30;
 
 /// How tokens are checked.
 #[derive(Clone)]
@@ -63,7 +82,8 @@ impl TokenVerifier {
         validation.set_audience(&[audience]);
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        validation.leeway = 30;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECONDS;
         Self { key, validation }
     }
 
@@ -74,6 +94,10 @@ impl TokenVerifier {
                 use jsonwebtoken::errors::ErrorKind as K;
                 let (reason, what) = match e.kind() {
                     K::ExpiredSignature => ("TOKEN_EXPIRED", "the token has expired"),
+                    K::ImmatureSignature => (
+                        "TOKEN_NOT_YET_VALID",
+                        "the token is not valid yet (nbf is in the future)",
+                    ),
                     K::InvalidAudience => {
                         ("TOKEN_WRONG_AUDIENCE", "the token is for another audience")
                     }
@@ -89,6 +113,25 @@ impl TokenVerifier {
                 Error::unauthenticated(reason, what)
             })?;
         let c = data.claims;
+        let now = chrono::Utc::now().timestamp();
+        if c.iat
+            .is_some_and(|iat| iat > now.saturating_add(LEEWAY_SECONDS as i64))
+        {
+            return Err(Error::unauthenticated(
+                "TOKEN_NOT_YET_VALID",
+                "the token was issued in the future (iat)",
+            ));
+        }
+        if c.roles.len() > MAX_TOKEN_ROLES
+            || c.roles.iter().any(|r| {
+                r.is_empty() || r.len() > MAX_ROLE_BYTES || r.chars().any(char::is_control)
+            })
+        {
+            return Err(Error::unauthenticated(
+                "TOKEN_INVALID",
+                "the token roles are not valid role names",
+            ));
+        }
         let user = Uuid::try_parse(&c.sub).map_err(|_| {
             Error::unauthenticated("TOKEN_INVALID", "the token subject is not a user id")
         })?;
@@ -116,9 +159,10 @@ pub fn mint_hs256(
         sub: principal.user.to_string(),
         tenant: principal.tenant.clone(),
         roles: principal.roles.clone(),
-        aud: audience.to_owned(),
+        aud: Audience::One(audience.to_owned()),
         iss: issuer.to_owned(),
-        iat: now,
+        iat: Some(now),
+        nbf: None,
         exp: now + ttl_seconds,
     };
     jsonwebtoken::encode(
@@ -150,6 +194,57 @@ mod tests {
         assert_eq!(p.tenant, "acme");
         assert_eq!(p.roles, vec!["rep".to_string()]);
         Ok(())
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn checks_nbf_iat_audience_arrays_and_roles() {
+        let now = chrono::Utc::now().timestamp();
+        let v = TokenVerifier::hs256(b"s3cret", "crm", "crm-api");
+        let user = Uuid::now_v7().to_string();
+        let claims = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({"sub": user, "tenant": "acme", "roles": ["rep"],
+                "aud": "crm-api", "iss": "crm", "exp": now + 600, "iat": now});
+            if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+                for (k, v) in e {
+                    c.insert(k.clone(), v.clone());
+                }
+            }
+            sign(c)
+        };
+        let reason = |t: &str| v.verify(t).err().map(|e| e.reason);
+        assert_eq!(reason(&claims(serde_json::json!({}))), None);
+        assert_eq!(
+            reason(&claims(serde_json::json!({"aud": ["other", "crm-api"]}))),
+            None
+        );
+        assert_eq!(
+            reason(&claims(serde_json::json!({"aud": ["other"]}))),
+            Some("TOKEN_WRONG_AUDIENCE")
+        );
+        assert_eq!(
+            reason(&claims(serde_json::json!({"nbf": now + 3600}))),
+            Some("TOKEN_NOT_YET_VALID")
+        );
+        assert_eq!(reason(&claims(serde_json::json!({"nbf": now - 10}))), None);
+        assert_eq!(
+            reason(&claims(serde_json::json!({"iat": now + 3600}))),
+            Some("TOKEN_NOT_YET_VALID")
+        );
+        // A few seconds of skew are tolerated.
+        assert_eq!(reason(&claims(serde_json::json!({"iat": now + 5}))), None);
+        assert_eq!(
+            reason(&claims(serde_json::json!({"roles": ["a\u{0}"]}))),
+            Some("TOKEN_INVALID")
+        );
     }
 
     #[test]

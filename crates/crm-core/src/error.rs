@@ -2,7 +2,7 @@
 //!
 //! The gateway maps [`ErrorKind`] to a gRPC status in exactly one place.
 
-use sea_orm::{DbErr, SqlErr};
+use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr, SqlErr};
 
 /// The closed set of error kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,30 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// At most this many field violations are returned with one error.
+pub const MAX_VIOLATIONS: usize = 20;
+/// Descriptions in errors are cut to this many bytes (field paths to half of it).
+pub const MAX_DETAIL_CHARS: usize = 400;
+/// The violations of one error take at most this many bytes of text together (the first
+/// one always stays); the rest are counted as omitted.
+const VIOLATIONS_BUDGET: usize = 3 * 1024;
+
+/// `s` cut to at most `max` bytes (at a character boundary), with `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Top-level request fields that use cases may name in violations; never prefixed by
+/// [`Error::in_field`].
+pub const REQUEST_FIELDS: &[&str] = &["request_id", "update_mask"];
+
 impl Error {
     pub fn new(kind: ErrorKind, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
@@ -72,19 +96,51 @@ impl Error {
     }
 
     /// INVALID_ARGUMENT naming every offending field.
-    pub fn invalid_fields(violations: Vec<FieldViolation>) -> Self {
+    /// INVALID_ARGUMENT naming each bad field; at most [`MAX_VIOLATIONS`] are returned
+    /// (the rest are counted in the message and in `omitted_violations`), so the error
+    /// stays small enough for any client's metadata limit.
+    pub fn invalid_fields(mut violations: Vec<FieldViolation>) -> Self {
+        let omitted = violations.len().saturating_sub(MAX_VIOLATIONS);
+        violations.truncate(MAX_VIOLATIONS);
+        Self::violated(violations, omitted)
+    }
+
+    fn violated(mut violations: Vec<FieldViolation>, mut omitted: usize) -> Self {
+        let mut used = 0;
+        let mut kept = 0;
+        for v in &mut violations {
+            v.field = clip(&v.field, MAX_DETAIL_CHARS / 2);
+            v.description = clip(&v.description, MAX_DETAIL_CHARS);
+            used += v.field.len() + v.description.len();
+            if kept > 0 && used > VIOLATIONS_BUDGET {
+                break;
+            }
+            kept += 1;
+        }
+        omitted += violations.len() - kept;
+        violations.truncate(kept);
+        let names = || {
+            violations
+                .iter()
+                .map(|v| v.field.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let message = match violations.as_slice() {
-            [one] => format!("invalid {}: {}", one.field, one.description),
-            many => format!(
-                "invalid fields: {}",
-                many.iter()
-                    .map(|v| v.field.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            [one] if omitted == 0 => format!("invalid {}: {}", one.field, one.description),
+            _ if omitted > 0 => format!(
+                "{} invalid fields, the first {} named: {}",
+                violations.len() + omitted,
+                violations.len(),
+                names()
             ),
+            _ => format!("invalid fields: {}", names()),
         };
         let mut e = Self::new(ErrorKind::InvalidArgument, "INVALID_FIELD", message);
         e.violations = violations;
+        if omitted > 0 {
+            e = e.with("omitted_violations", omitted.to_string());
+        }
         e
     }
 
@@ -126,14 +182,24 @@ impl Error {
         Self::new(ErrorKind::Internal, "INTERNAL", message)
     }
 
-    /// Prefixes every field violation with `prefix.` (e.g. `contact.`).
+    /// Prefixes the violated fields with the request field holding the resource
+    /// (`emails[0]` becomes `contact.emails[0]`); fields of the request itself
+    /// ([`REQUEST_FIELDS`]) keep their names.
     pub fn in_field(mut self, prefix: &str) -> Self {
         if self.kind == ErrorKind::InvalidArgument && !self.violations.is_empty() {
             for v in &mut self.violations {
-                v.field = format!("{prefix}.{}", v.field);
+                if !REQUEST_FIELDS.contains(&v.field.as_str()) {
+                    v.field = format!("{prefix}.{}", v.field);
+                }
             }
             let violations = std::mem::take(&mut self.violations);
-            return Self::invalid_fields(violations);
+            let omitted = self
+                .metadata
+                .iter()
+                .find(|(k, _)| *k == "omitted_violations")
+                .and_then(|(_, n)| n.parse().ok())
+                .unwrap_or(0);
+            return Self::violated(violations, omitted);
         }
         self
     }
@@ -157,11 +223,71 @@ impl From<DbErr> for Error {
             }
             _ => {}
         }
+        // The whole cause chain (e.g. "... TLS connection: invalid peer certificate: ...")
+        // goes into `detail`: logged and shown to operators, never sent to RPC clients.
+        let detail = cause_chain(&e);
+        match sqlstate(&e).as_deref() {
+            // query_canceled: the server-side statement_timeout fired.
+            Some("57014") => {
+                return Error::unavailable(
+                    "the database did not answer within the statement timeout; retry later",
+                )
+                .with("detail", detail);
+            }
+            // Connection exceptions, the server shutting down or starting up, too many
+            // connections.
+            Some(code) if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
+                return Error::unavailable("the database is unavailable; retry later")
+                    .with("detail", detail);
+            }
+            _ => {}
+        }
+        let pool_timed_out = match &e {
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => true,
+            DbErr::Conn(RuntimeErr::SqlxError(s)) => {
+                matches!(**s, sea_orm::sqlx::Error::PoolTimedOut)
+            }
+            _ => false,
+        };
+        if pool_timed_out {
+            return Error::unavailable(
+                "the database did not answer in time (no connection became free); retry later",
+            )
+            .with("detail", detail);
+        }
         if is_unavailable(&e) {
             return Error::unavailable("the database is unavailable; retry later")
-                .with("detail", e.to_string());
+                .with("detail", detail);
         }
-        Error::internal(format!("database error: {e}"))
+        Error::internal(format!("database error: {detail}"))
+    }
+}
+
+/// `e` and each of its sources not already quoted in the text before it.
+fn cause_chain(e: &DbErr) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The SQLSTATE of a database error, if `e` is one.
+fn sqlstate(e: &DbErr) -> Option<String> {
+    match e {
+        DbErr::Exec(RuntimeErr::SqlxError(s))
+        | DbErr::Query(RuntimeErr::SqlxError(s))
+        | DbErr::Conn(RuntimeErr::SqlxError(s)) => s
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned()),
+        _ => None,
     }
 }
 
@@ -208,5 +334,23 @@ mod tests {
     fn connection_errors_are_unavailable() {
         let e: Error = DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout).into();
         assert_eq!(e.kind, ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn connect_errors_keep_their_cause_for_operators() {
+        let tls =
+            sea_orm::sqlx::Error::Tls("invalid peer certificate: UnsupportedCertVersion".into());
+        let e: Error = DbErr::Conn(RuntimeErr::SqlxError(std::sync::Arc::new(tls))).into();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        // Clients get the clean message; the cause travels in `detail`.
+        assert!(!e.message.contains("certificate"), "{}", e.message);
+        let detail = e
+            .metadata
+            .iter()
+            .find(|(k, _)| *k == "detail")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        assert!(detail.contains("TLS"), "{detail}");
+        assert!(detail.contains("invalid peer certificate"), "{detail}");
     }
 }

@@ -88,6 +88,23 @@ pub struct OutboxEvent {
     pub time: DateTime<Utc>,
 }
 
+/// A reference field's value as resource names (`users/{id}`), as the API shows them
+/// everywhere; other values, and values already named, are returned unchanged.
+pub fn named_refs(kind: crate::resource::Kind, v: &Json) -> Json {
+    use crate::resource::Kind;
+    let name = |c: &str, v: &Json| match v.as_str().map(Uuid::try_parse) {
+        Some(Ok(id)) => Json::String(format!("{c}/{id}")),
+        _ => v.clone(),
+    };
+    match (kind, v) {
+        (Kind::Ref(c), _) => name(c, v),
+        (Kind::RefList(c), Json::Array(items)) => {
+            Json::Array(items.iter().map(|i| name(c, i)).collect())
+        }
+        _ => v.clone(),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn write_audit<C: ConnectionTrait>(
     conn: &C,

@@ -151,22 +151,49 @@ pub struct Page<R> {
     pub next_page_token: String,
 }
 
+/// What the engine knows of a collection without its Rust type: enough to check a
+/// reference to it, apply its permissions and redact its history.
+#[derive(Debug, Clone, Copy)]
+pub struct Collection {
+    pub name: &'static str,
+    pub table: &'static str,
+    /// The collection whose grants govern it (its own name, or its parent's).
+    pub permission: &'static str,
+    pub fields: &'static [FieldSpec],
+    pub owned: bool,
+    pub scope_parent: Option<(&'static str, &'static str)>,
+    pub tree_parent: Option<&'static str>,
+}
+
+impl Collection {
+    pub const fn of<R: Resource>() -> Self {
+        Self {
+            name: R::COLLECTION,
+            table: R::TABLE,
+            permission: R::PERMISSION,
+            fields: R::FIELDS,
+            owned: R::OWNED,
+            scope_parent: R::SCOPE_PARENT,
+            tree_parent: R::TREE_PARENT,
+        }
+    }
+
+    /// Whether records carry a record-level scope (their own owner, or their parent's).
+    pub fn scoped(&self) -> bool {
+        self.owned || self.scope_parent.is_some()
+    }
+
+    pub fn field(&self, name: &str) -> Option<&'static FieldSpec> {
+        self.fields
+            .iter()
+            .chain(META_FIELDS.iter())
+            .find(|f| f.name == name)
+    }
+}
+
 /// Table of every collection a reference may point to.
 pub fn table_of(collection: &str) -> Option<&'static str> {
-    Some(match collection {
-        "accounts" => "accounts",
-        "contacts" => "contacts",
-        "positions" => "positions",
-        "products" => "products",
-        "productGroups" => "product_groups",
-        "orders" => "orders",
-        "users" => "users",
-        "teams" => "teams",
-        "territories" => "territories",
-        "roles" => "roles",
-        "customFieldDefinitions" => "custom_field_definitions",
-        _ => return None,
-    })
+    crate::model::collection(collection).map(|c| c.table)
 }
 
 /// Looks a field up among the resource's fields and the meta fields.

@@ -12,7 +12,9 @@ use crate::ids::new_id;
 use crate::journal::{self, AuditAction, FieldChange};
 use crate::query::filter::{self, FieldType, FilterField};
 use crate::query::page::{self, PageToken};
-use crate::resource::{self, FieldSpec, Kind, META_FIELDS, Meta, Page, Record, Resource};
+use crate::resource::{
+    self, Collection, FieldSpec, Kind, META_FIELDS, Meta, Page, Record, Resource,
+};
 use crate::store::{self, col};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
@@ -163,7 +165,12 @@ impl Ctx {
 
     /// The SQL condition restricting rows of `R` to the scopes; `None` means all rows.
     async fn scope_condition<R: Resource>(&self, s: ScopeSet) -> Result<Option<Condition>> {
-        if !R::OWNED && R::SCOPE_PARENT.is_none() {
+        self.scope_condition_of(&Collection::of::<R>(), s).await
+    }
+
+    /// The SQL condition restricting rows of a collection to the scopes; `None` means all.
+    async fn scope_condition_of(&self, c: &Collection, s: ScopeSet) -> Result<Option<Condition>> {
+        if !c.scoped() {
             return Ok(None);
         }
         let Some((owners, territories)) = self.allowed(s).await? else {
@@ -179,7 +186,7 @@ impl Ctx {
         if owners.is_empty() && territories.is_empty() {
             cond = cond.add(Expr::val(1).eq(0));
         }
-        match R::SCOPE_PARENT {
+        match c.scope_parent {
             Some((column, table)) => {
                 let mut sub = Query::select();
                 sub.column(col("id"))
@@ -239,15 +246,17 @@ impl Ctx {
         .with("resource", format!("{}/{id}", R::COLLECTION))
     }
 
-    fn access(&self, collection: &str, field: &str) -> FieldAccess {
-        self.policy.field_access(collection, field)
+    /// The caller's access to a field of `R` (a child resource follows its parent's grants).
+    fn access<R: Resource>(&self, field: &str) -> FieldAccess {
+        self.policy
+            .field_access_in(R::PERMISSION, R::COLLECTION, field)
     }
 
     /// Removes fields the caller may not read.
     fn mask<R: Resource>(&self, meta: Meta, mut obj: Map<String, Json>) -> Result<Record<R>> {
         let mut hidden = Vec::new();
         for f in R::FIELDS {
-            if self.access(R::COLLECTION, f.name) == FieldAccess::Hidden {
+            if self.access::<R>(f.name) == FieldAccess::Hidden {
                 // Every resource struct is `#[serde(default)]`: a missing key is empty.
                 obj.remove(f.name);
                 hidden.push(f.name);
@@ -263,7 +272,7 @@ impl Ctx {
     /// Refuses writes of fields the caller may not write.
     fn check_writable<R: Resource>(&self, fields: &[&'static str]) -> Result<()> {
         for f in fields {
-            if self.access(R::COLLECTION, f) != FieldAccess::ReadWrite {
+            if self.access::<R>(f) != FieldAccess::ReadWrite {
                 return Err(Error::permission_denied(
                     "FIELD_NOT_WRITABLE",
                     format!("your roles may not write {}.{f}", R::COLLECTION),
@@ -274,7 +283,9 @@ impl Ctx {
         Ok(())
     }
 
-    /// References must point at live records of this tenant; tree parents must not loop.
+    /// References must point at live records of this tenant that the caller may read (as a
+    /// lookup would); tree parents must not loop. A re-parenting takes the tree's lock first
+    /// (PostgreSQL), so two concurrent moves cannot both pass the cycle check.
     async fn check_references<R: Resource, C: ConnectionTrait>(
         &self,
         conn: &C,
@@ -305,19 +316,28 @@ impl Ctx {
             if ids.is_empty() {
                 continue;
             }
-            let Some(table) = resource::table_of(target) else {
-                continue;
-            };
-            let found = store::existing_ids(conn, self.tenant(), table, &ids).await?;
+            let target = crate::model::collection(target).ok_or_else(|| {
+                Error::internal(format!(
+                    "{}.{} refers to the unknown collection {target}",
+                    R::COLLECTION,
+                    f.name
+                ))
+            })?;
+            let tree = R::TREE_PARENT == Some(f.name);
+            if tree && only.is_some() {
+                store::lock_tree(conn, self.tenant(), R::TABLE).await?;
+            }
+            // A tree parent stays locked against deletion until this write commits, so a
+            // concurrent delete cannot leave the new child under a deleted parent.
+            let found = store::existing_ids(conn, self.tenant(), target.table, &ids, tree).await?;
             if let Some(missing) = ids.iter().find(|i| !found.contains(i)) {
                 return Err(Error::invalid(
                     f.name,
-                    format!("{target}/{missing} does not exist"),
+                    format!("{}/{missing} does not exist", target.name),
                 ));
             }
-            if R::TREE_PARENT == Some(f.name)
-                && let Some(parent) = ids.first()
-            {
+            self.check_readable(conn, f.name, target, &ids).await?;
+            if tree && let Some(parent) = ids.first() {
                 let edges = store::tree_edges(conn, self.tenant(), R::TABLE, f.column).await?;
                 let parent_of: HashMap<Uuid, Uuid> = edges
                     .into_iter()
@@ -334,6 +354,46 @@ impl Ctx {
         Ok(())
     }
 
+    /// Setting a reference needs read access to its target: a target outside the caller's
+    /// read scope is answered as an out-of-scope read, naming the field.
+    async fn check_readable<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        field: &str,
+        target: &Collection,
+        ids: &[Uuid],
+    ) -> Result<()> {
+        let scopes = self.policy.scopes(target.permission, Action::Read);
+        if scopes.is_empty() {
+            return Err(Error::permission_denied(
+                "ACTION_NOT_ALLOWED",
+                format!(
+                    "your roles may not read {}, so {field} cannot refer to one",
+                    target.permission
+                ),
+            )
+            .with("collection", target.permission)
+            .with("action", Action::Read.as_str())
+            .with("field", field.to_owned()));
+        }
+        let Some(cond) = self.scope_condition_of(target, scopes).await? else {
+            return Ok(());
+        };
+        let visible = store::ids_where(conn, self.tenant(), target.table, ids, cond, false).await?;
+        match ids.iter().find(|i| !visible.contains(i)) {
+            Some(id) => Err(Error::permission_denied(
+                "OUT_OF_SCOPE",
+                format!(
+                    "{}/{id} is outside the records your roles may read",
+                    target.name
+                ),
+            )
+            .with("resource", format!("{}/{id}", target.name))
+            .with("field", field.to_owned())),
+            None => Ok(()),
+        }
+    }
+
     async fn check_nested<C: ConnectionTrait>(
         &self,
         conn: &C,
@@ -344,10 +404,12 @@ impl Ctx {
             by_collection.entry(c).or_default().push(*id);
         }
         for (collection, ids) in by_collection {
-            let Some(table) = resource::table_of(collection) else {
-                continue;
-            };
-            let found = store::existing_ids(conn, self.tenant(), table, &ids).await?;
+            let target = crate::model::collection(collection).ok_or_else(|| {
+                Error::internal(format!(
+                    "a nested reference to the unknown collection {collection}"
+                ))
+            })?;
+            let found = store::existing_ids(conn, self.tenant(), target.table, &ids, false).await?;
             if let Some((field, _, id)) = refs
                 .iter()
                 .find(|(_, c, id)| *c == collection && !found.contains(id))
@@ -357,6 +419,12 @@ impl Ctx {
                     format!("{collection}/{id} does not exist"),
                 ));
             }
+            let first = refs
+                .iter()
+                .find(|(_, c, _)| *c == collection)
+                .map(|(f, _, _)| f.as_str())
+                .unwrap_or(collection);
+            self.check_readable(conn, first, target, &ids).await?;
         }
         Ok(())
     }
@@ -387,10 +455,14 @@ impl Ctx {
         data: R,
         request_id: &str,
     ) -> Result<Record<R>> {
-        let request_id = request_id.trim();
-        if !request_id.is_empty() && crate::ids::parse_uuid("request_id", request_id).is_err() {
-            return Err(Error::invalid("request_id", "must be a UUID"));
-        }
+        // Keys compare canonically: the same UUID in upper case, or braced, is the same key.
+        let request_id = match request_id.trim() {
+            "" => String::new(),
+            r => Uuid::try_parse(r)
+                .map_err(|_| Error::invalid("request_id", "must be a UUID"))?
+                .to_string(),
+        };
+        let request_id = request_id.as_str();
         let hash = digest(&store::to_object(&data)?);
         if !request_id.is_empty()
             && let Some(r) = self.replay::<R>(request_id, &hash).await?
@@ -543,6 +615,17 @@ impl Ctx {
         request_id: &str,
     ) -> Result<()> {
         let tenant = self.tenant();
+        let named: Vec<FieldChange> = changes
+            .iter()
+            .map(|c| match resource::field::<R>(&c.field) {
+                Some(f) => FieldChange {
+                    field: c.field.clone(),
+                    old: journal::named_refs(f.kind, &c.old),
+                    new: journal::named_refs(f.kind, &c.new),
+                },
+                None => c.clone(),
+            })
+            .collect();
         journal::write_audit(
             conn,
             tenant,
@@ -551,7 +634,7 @@ impl Ctx {
             action,
             self.principal.user,
             meta.update_time,
-            changes,
+            &named,
             request_id,
         )
         .await?;
@@ -603,6 +686,20 @@ impl Ctx {
         self.mask(meta, obj)
     }
 
+    /// Checks the caller may read the history of a record: as for Get, but a soft-deleted
+    /// record's history stays readable (to those whose scope covers it).
+    pub async fn check_history<R: Resource>(&self, id: Uuid) -> Result<()> {
+        let scopes = self.scopes::<R>(Action::Read)?;
+        let Some((_, obj)) = store::fetch_any::<R, _>(&self.db.conn, self.tenant(), id).await?
+        else {
+            return Err(Error::not_found(format!("{}/{id}", R::COLLECTION)));
+        };
+        if !self.in_scope::<R>(scopes, &obj).await? {
+            return Err(self.out_of_scope::<R>(Action::Read, id));
+        }
+        Ok(())
+    }
+
     /// The filterable and sortable fields as the caller may use them.
     fn query_fields<R: Resource>(&self) -> Vec<FilterField> {
         R::FIELDS
@@ -610,7 +707,7 @@ impl Ctx {
             .chain(META_FIELDS.iter())
             .filter_map(|f| {
                 let ty = filter_type(f.kind)?;
-                let visible = self.access(R::COLLECTION, f.name) != FieldAccess::Hidden;
+                let visible = self.access::<R>(f.name) != FieldAccess::Hidden;
                 Some(FilterField {
                     name: f.name,
                     column: f.column,
@@ -626,6 +723,14 @@ impl Ctx {
     pub async fn list<R: Resource>(&self, p: &ListParams) -> Result<Page<R>> {
         let scopes = self.scopes::<R>(Action::Read)?;
         let limit = page::page_size("page_size", p.page_size)?;
+        for (field, text) in [("filter", &p.filter), ("order_by", &p.order_by)] {
+            if let Some(at) = text.chars().position(|c| c == '\0') {
+                return Err(Error::invalid(
+                    field,
+                    format!("must not contain NUL characters (position {at})"),
+                ));
+            }
+        }
         let fields = self.query_fields::<R>();
         let dialect = match self.db.backend() {
             sea_orm::DbBackend::Postgres => filter::Dialect::Postgres,
@@ -804,7 +909,8 @@ impl Ctx {
         let scopes = self.scopes::<R>(Action::Delete)?;
         let expected = parse_etag(etag)?;
         let tx = self.db.begin_write().await?;
-        let Some((meta, obj)) = store::fetch::<R, _>(&tx.txn, self.tenant(), id).await? else {
+        let Some((meta, obj)) = store::fetch_for_update::<R, _>(&tx.txn, self.tenant(), id).await?
+        else {
             return Err(Error::not_found(format!("{}/{id}", R::COLLECTION)));
         };
         if !self.in_scope::<R>(scopes, &obj).await? {
@@ -812,6 +918,19 @@ impl Ctx {
         }
         if expected.is_some_and(|e| e != meta.revision) {
             return Err(stale::<R>(id));
+        }
+        if let Some(parent) = R::TREE_PARENT.and_then(resource::field::<R>)
+            && store::has_live(&tx.txn, self.tenant(), R::TABLE, parent.column, id).await?
+        {
+            return Err(Error::failed_precondition(
+                "HAS_CHILDREN",
+                format!(
+                    "{}/{id} still has records below it ({}); move or delete them first",
+                    R::COLLECTION,
+                    parent.name
+                ),
+            )
+            .with("resource", format!("{}/{id}", R::COLLECTION)));
         }
         let now = std::cmp::max(self.clock.now(), meta.update_time);
         if !store::soft_delete::<R, _>(&tx.txn, self.tenant(), id, meta.revision, now).await? {

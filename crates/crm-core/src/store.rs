@@ -70,6 +70,82 @@ pub(crate) async fn fetch<R: Resource, C: ConnectionTrait>(
     }
 }
 
+/// Like [`fetch`], and locks the row for the rest of the transaction (PostgreSQL), so
+/// checks made before changing it cannot be overtaken by a concurrent writer.
+pub(crate) async fn fetch_for_update<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<(Meta, Map<String, Json>)>> {
+    let mut q = select::<R>(tenant);
+    q.and_where(Expr::col(col("id")).eq(id)).lock_exclusive();
+    match conn.query_one(&q).await? {
+        Some(row) => decode::<R>(&row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A record with its soft-deleted state (history stays readable after a delete).
+pub(crate) async fn fetch_any<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<(Meta, Map<String, Json>)>> {
+    let mut q = Query::select();
+    q.from(col(R::TABLE))
+        .columns(["id", "revision", "create_time", "update_time"].map(col))
+        .columns(R::FIELDS.iter().map(|f| col(f.column)))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col("id")).eq(id));
+    match conn.query_one(&q).await? {
+        Some(row) => decode::<R>(&row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Whether live rows of `table` have `column = id` (children of a tree node).
+pub(crate) async fn has_live<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    table: &str,
+    column: &str,
+    id: Uuid,
+) -> Result<bool> {
+    let mut q = Query::select();
+    q.column(col("id"))
+        .from(col(table))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col(column)).eq(id))
+        .and_where(Expr::col(col("delete_time")).is_null())
+        .limit(1);
+    Ok(conn.query_one(&q).await?.is_some())
+}
+
+/// Serialises, until the transaction ends, every writer that re-parents a node of one
+/// tenant's tree (PostgreSQL advisory lock; SQLite has one writer at a time anyway), so
+/// two concurrent moves cannot each pass the cycle check and close a loop together.
+pub(crate) async fn lock_tree<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    table: &str,
+) -> Result<()> {
+    if conn.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("tree:{tenant}:{table}").as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    let key = i64::from_be_bytes(key);
+    conn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1)",
+        [key.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn insert<R: Resource, C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
@@ -150,12 +226,27 @@ pub(crate) async fn soft_delete<R: Resource, C: ConnectionTrait>(
     Ok(conn.execute(&q).await?.rows_affected() == 1)
 }
 
-/// Ids among `ids` that exist (not deleted) in `table` for the tenant.
+/// Ids among `ids` that exist (not deleted) in `table` for the tenant. With `share`, the
+/// rows found stay locked against deletion until the transaction ends (PostgreSQL; SQLite
+/// has one writer at a time anyway).
 pub(crate) async fn existing_ids<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
     table: &str,
     ids: &[Uuid],
+    share: bool,
+) -> Result<Vec<Uuid>> {
+    ids_where(conn, tenant, table, ids, Condition::all(), share).await
+}
+
+/// Ids among `ids` of live rows of `table` that also meet `cond`.
+pub(crate) async fn ids_where<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    table: &str,
+    ids: &[Uuid],
+    cond: Condition,
+    share: bool,
 ) -> Result<Vec<Uuid>> {
     if ids.is_empty() {
         return Ok(vec![]);
@@ -165,7 +256,11 @@ pub(crate) async fn existing_ids<C: ConnectionTrait>(
         .from(col(table))
         .and_where(Expr::col(col("tenant_id")).eq(tenant))
         .and_where(Expr::col(col("id")).is_in(ids.iter().copied()))
-        .and_where(Expr::col(col("delete_time")).is_null());
+        .and_where(Expr::col(col("delete_time")).is_null())
+        .cond_where(cond);
+    if share {
+        q.lock_shared();
+    }
     conn.query_all(&q)
         .await?
         .iter()

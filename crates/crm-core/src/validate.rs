@@ -106,10 +106,25 @@ pub fn email(field: &str, value: &str) -> Result<String> {
     Ok(v.to_lowercase())
 }
 
+/// A parsed phone number: E.164, and the extension if one was written (`ext. 5`, `x5`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneNumber {
+    pub e164: String,
+    pub extension: String,
+}
+
 /// Parses a phone number (international, or national with `region_hint` such as "DE")
-/// and returns it in E.164.
-pub fn phone(field: &str, value: &str, region_hint: Option<&str>) -> Result<String> {
+/// and returns it in E.164 with its extension, which is kept, never dropped.
+pub fn phone(field: &str, value: &str, region_hint: Option<&str>) -> Result<PhoneNumber> {
     let v = text(field, value, 64, true)?;
+    // One `+`, and only in front: `++4930123` or `49+30` is a typing error, not a number.
+    let pluses = v.matches('+').count();
+    if pluses > 1 || (pluses == 1 && !v.starts_with('+')) {
+        return Err(Error::invalid(
+            field,
+            "is not a phone number: '+' may only appear once, in front",
+        ));
+    }
     let country = region_hint.filter(|r| r.len() == 2).and_then(|r| {
         r.to_ascii_uppercase()
             .parse::<phonenumber::country::Id>()
@@ -120,7 +135,41 @@ pub fn phone(field: &str, value: &str, region_hint: Option<&str>) -> Result<Stri
     if !phonenumber::is_valid(&parsed) {
         return Err(Error::invalid(field, "is not a valid phone number"));
     }
-    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
+    Ok(PhoneNumber {
+        e164: parsed.format().mode(phonenumber::Mode::E164).to_string(),
+        extension: parsed
+            .extension()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
+    })
+}
+
+/// A phone extension: up to 10 digits.
+pub fn phone_extension(field: &str, value: &str) -> Result<String> {
+    let v = value.trim();
+    if v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid(field, "must be at most 10 digits"));
+    }
+    Ok(v.to_owned())
+}
+
+/// A CLDR region code (ISO 3166-1 alpha-2, and `XK`), upper-cased; empty stays empty.
+pub fn region_code(field: &str, value: &str) -> Result<String> {
+    let rc = value.trim().to_ascii_uppercase();
+    if rc.is_empty() {
+        return Ok(rc);
+    }
+    let known = rc.len() == 2
+        && rc.bytes().all(|b| b.is_ascii_uppercase())
+        && (rc == "XK" || rc.parse::<iso_country::Country>().is_ok());
+    if known {
+        Ok(rc)
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be a CLDR region code such as DE, JP or US",
+        ))
+    }
 }
 
 /// Normalises tags: trimmed, lower-cased, de-duplicated, 1-64 characters, no `|`.
@@ -142,6 +191,8 @@ pub fn tags(field: &str, values: &[String]) -> Result<Vec<String>> {
             out.push(t);
         }
     }
+    // Tags are a set: kept in one order, so reordering them is no change.
+    out.sort_unstable();
     Ok(out)
 }
 
@@ -218,21 +269,49 @@ mod tests {
 
     #[test]
     fn phones_become_e164() {
+        let e164 = |v: &str, hint: Option<&str>| phone("p", v, hint).ok().map(|p| p.e164);
+        assert_eq!(e164("+49 30 901820", None).as_deref(), Some("+4930901820"));
         assert_eq!(
-            phone("p", "+49 30 901820", None).ok().as_deref(),
+            e164("030 901820", Some("DE")).as_deref(),
             Some("+4930901820")
         );
         assert_eq!(
-            phone("p", "030 901820", Some("DE")).ok().as_deref(),
-            Some("+4930901820")
-        );
-        assert_eq!(
-            phone("p", "03-1234-5678", Some("JP")).ok().as_deref(),
+            e164("03-1234-5678", Some("JP")).as_deref(),
             Some("+81312345678")
         );
         assert!(phone("p", "12", None).is_err());
         assert!(phone("p", "not a phone", None).is_err());
         assert!(phone("p", "", None).is_err());
+        // One '+', in front only.
+        assert!(phone("p", "++4930901820", None).is_err());
+        assert!(phone("p", "49+30901820", None).is_err());
+    }
+
+    #[test]
+    fn phone_extensions_are_kept() {
+        let p = phone("p", "+49 30 901820 ext. 5", None).ok();
+        assert_eq!(
+            p.map(|p| (p.e164, p.extension)),
+            Some(("+4930901820".to_owned(), "5".to_owned()))
+        );
+        assert!(phone_extension("e", "12a").is_err());
+        assert_eq!(phone_extension("e", " 42 ").ok().as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn region_codes_are_cldr() {
+        assert_eq!(region_code("r", "de").ok().as_deref(), Some("DE"));
+        assert_eq!(region_code("r", "XK").ok().as_deref(), Some("XK"));
+        assert_eq!(region_code("r", "").ok().as_deref(), Some(""));
+        for bad in ["XX", "ZZ", "D", "DEU", "1A"] {
+            assert!(region_code("r", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tags_are_a_sorted_set() {
+        let t = tags("t", &["b".into(), "A".into(), "a".into()]).ok();
+        assert_eq!(t, Some(vec!["a".to_owned(), "b".to_owned()]));
     }
 
     #[test]

@@ -20,6 +20,17 @@ pub struct Settings {
 pub struct Server {
     /// gRPC (and grpc-web) listen address. Default `127.0.0.1:50051`.
     pub listen: String,
+    /// Origins whose pages may call the API over grpc-web (CORS), e.g.
+    /// `["https://app.example.com"]`; `*` (the default) allows any origin, which is safe
+    /// because calls carry bearer tokens, never cookies. From the environment:
+    /// `CRM__SERVER__CORS_ORIGINS=https://a.example,https://b.example`.
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request message in bytes; larger ones answer RESOURCE_EXHAUSTED.
+    /// Default 4 MiB.
+    pub max_request_bytes: usize,
+    /// Largest accepted HTTP/2 header block in bytes (bearer tokens travel in it).
+    /// Default 1 MiB.
+    pub max_header_bytes: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -29,6 +40,35 @@ pub struct Database {
     pub url: String,
     /// Pool size. Default 16.
     pub max_connections: u32,
+    /// How long the gateway waits for the database, in milliseconds. Default 5000.
+    ///
+    /// - PostgreSQL gets it as the server-side `statement_timeout` of every connection: a
+    ///   statement running longer is aborted by the server.
+    /// - Opening a connection (TCP, TLS, startup) and taking one from the pool are bounded
+    ///   by it.
+    /// - Every RPC is bounded by it: an RPC that has not finished in this time answers
+    ///   UNAVAILABLE ("the database did not answer within N ms"), or DEADLINE_EXCEEDED if
+    ///   the client's own shorter `grpc-timeout` passed first; its work is cancelled.
+    /// - The health check's ping is bounded by the smaller of this and 2 s.
+    ///
+    /// In a network partition the database sends no reset, so these bounds (not TCP) are
+    /// what turn a hang into a prompt UNAVAILABLE. At least 100.
+    pub statement_timeout_ms: u64,
+}
+
+impl Database {
+    /// The pool options these settings give.
+    pub fn options(&self) -> crm_core::db::DbOptions {
+        crm_core::db::DbOptions {
+            max_connections: self.max_connections,
+            statement_timeout: self.statement_timeout(),
+        }
+    }
+
+    /// `statement_timeout_ms` as a duration.
+    pub fn statement_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.statement_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +102,9 @@ impl Default for Server {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:50051".into(),
+            cors_origins: vec!["*".into()],
+            max_request_bytes: 4 * 1024 * 1024,
+            max_header_bytes: 1024 * 1024,
         }
     }
 }
@@ -71,6 +114,7 @@ impl Default for Database {
         Self {
             url: "sqlite://crm.db?mode=rwc".into(),
             max_connections: 16,
+            statement_timeout_ms: 5000,
         }
     }
 }
@@ -109,7 +153,9 @@ impl Settings {
             config::Environment::with_prefix("CRM")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("server.cors_origins"),
         );
         let s: Settings = b
             .build()
@@ -126,9 +172,24 @@ impl Settings {
                 self.server.listen
             ));
         }
+        if self.server.max_request_bytes < 1024 {
+            return Err("server.max_request_bytes must be at least 1024".into());
+        }
+        if self.server.max_header_bytes < 16 * 1024 {
+            return Err("server.max_header_bytes must be at least 16384".into());
+        }
+        for o in &self.server.cors_origins {
+            let o = o.trim();
+            if o != "*" && http::HeaderValue::from_str(o).is_err() {
+                return Err(format!("server.cors_origins: {o:?} is not an origin"));
+            }
+        }
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
         {
             return Err("database.url must start with sqlite: or postgres://".into());
+        }
+        if self.database.statement_timeout_ms < 100 {
+            return Err("database.statement_timeout_ms must be at least 100".into());
         }
         if self.auth.rs256_public_key_file.is_empty() && self.auth.hs256_secret.len() < 16 {
             return Err("auth.hs256_secret must be at least 16 bytes".into());

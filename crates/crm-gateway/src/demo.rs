@@ -215,7 +215,8 @@ fn rights(collection: &str, actions: &[Action], scope: Scope) -> Grant {
     }
 }
 
-fn roles() -> Vec<model::Role> {
+/// The demo tenant's `manager` and `rep` roles (besides the built-in `admin`).
+pub fn roles() -> Vec<model::Role> {
     use Action::*;
     let rw = [Read, Create, Update];
     vec![
@@ -593,6 +594,7 @@ pub async fn load(
                 phones: vec![Phone {
                     number: phone,
                     label: "work".into(),
+                    extension: String::new(),
                 }],
                 emails: vec![Email {
                     address: format!("contact{}@mail{}.example", i + 1, i % 97),

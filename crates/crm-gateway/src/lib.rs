@@ -3,6 +3,8 @@
 pub mod api;
 pub mod config;
 pub mod convert;
+pub mod deadline;
 pub mod demo;
 pub mod server;
 pub mod status;
+pub mod web;

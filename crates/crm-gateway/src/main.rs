@@ -5,6 +5,7 @@ use crm_core::auth::{Principal, mint_hs256};
 use crm_core::clock::SystemClock;
 use crm_core::tenant::{self, TenantStatus};
 use crm_gateway::config::{DEV_SECRET, Settings};
+use crm_gateway::server::explain;
 use std::process::ExitCode;
 use uuid::Uuid;
 
@@ -104,8 +105,10 @@ enum TenantCommand {
 fn init_tracing(s: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&s.log.level));
+    // Colour only on a terminal: a file or a pipe gets plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if s.log.format == "json" {
         b.json().init();
@@ -192,23 +195,23 @@ async fn run(command: Command, mut settings: Settings) -> Result<(), String> {
                 TenantCommand::Create { id, display_name } => {
                     tenant::create(&db, &clock, &id, &display_name)
                         .await
-                        .map_err(|e| e.message)?;
+                        .map_err(|e| explain(&e))?;
                     println!("tenant {id} created with role admin");
                 }
                 TenantCommand::Suspend { id } => {
                     tenant::set_status(&db, &clock, &id, TenantStatus::Suspended)
                         .await
-                        .map_err(|e| e.message)?;
+                        .map_err(|e| explain(&e))?;
                     println!("tenant {id} suspended");
                 }
                 TenantCommand::Resume { id } => {
                     tenant::set_status(&db, &clock, &id, TenantStatus::Active)
                         .await
-                        .map_err(|e| e.message)?;
+                        .map_err(|e| explain(&e))?;
                     println!("tenant {id} active");
                 }
                 TenantCommand::List => {
-                    for t in tenant::list(&db).await.map_err(|e| e.message)? {
+                    for t in tenant::list(&db).await.map_err(|e| explain(&e))? {
                         let status = match t.status {
                             TenantStatus::Active => "active",
                             TenantStatus::Suspended => "suspended",

@@ -12,7 +12,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
-use tower_http::cors::{Any, CorsLayer};
 
 /// Every service name, for health.
 pub const SERVICES: &[&str] = &[
@@ -26,15 +25,52 @@ pub const SERVICES: &[&str] = &[
     "crm.v1.AuditService",
 ];
 
-/// Connects and migrates the database.
+/// The key of the PostgreSQL advisory lock migrators hold (any constant; "crm_migr").
+const MIGRATION_LOCK_KEY: i64 = 0x6372_6d5f_6d69_6772;
+
+/// Connects and migrates the database. Errors are for operators: they carry the cause
+/// (e.g. "connection refused", "invalid peer certificate: ...").
 pub async fn open_database(settings: &Settings) -> Result<Db, String> {
-    let db = Db::connect(&settings.database.url, settings.database.max_connections)
+    let db = Db::connect_with(&settings.database.url, settings.database.options())
         .await
-        .map_err(|e| format!("cannot open the database: {e}"))?;
-    Migrator::up(&db.conn, None)
+        .map_err(|e| format!("cannot open the database: {}", explain(&e)))?;
+    migrate(&db)
         .await
-        .map_err(|e| format!("migration failed: {e}"))?;
+        .map_err(|e| format!("migration failed: {}", explain(&e)))?;
     Ok(db)
+}
+
+/// Applies pending migrations. On PostgreSQL they run in one transaction holding an advisory
+/// lock, so migrators started together (replicas, `crm migrate`) take turns and the later
+/// ones find nothing left to do; all pending migrations apply or none. The lock wait and the
+/// migrations are not bounded by `database.statement_timeout_ms` (an index on a big table
+/// may take long). SQLite has one writer per file and needs no lock.
+async fn migrate(db: &Db) -> Result<(), crm_core::Error> {
+    use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
+    if db.backend() != DbBackend::Postgres {
+        return Ok(Migrator::up(&db.conn, None).await?);
+    }
+    let txn = db.conn.begin().await?;
+    txn.execute_unprepared("SET LOCAL statement_timeout = 0")
+        .await?;
+    txn.execute_unprepared(&format!(
+        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+    ))
+    .await?;
+    Migrator::up(&txn, None).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// An error as operators should read it: the message and, when known, its cause (which RPC
+/// clients never see; they get the message only).
+pub fn explain(e: &crm_core::Error) -> String {
+    match e.metadata.iter().find(|(k, _)| *k == "detail") {
+        Some((_, detail)) if !e.message.contains(detail.as_str()) => {
+            format!("{} (cause: {detail})", e.message)
+        }
+        _ => e.message.clone(),
+    }
 }
 
 /// Serves until `shutdown` resolves. The port answers at once: health reports NOT_SERVING
@@ -61,53 +97,65 @@ pub async fn serve(
         ))),
     };
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crm_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl and buf speak v1, Python's grpcio-reflection and the
+    // tools built on it still speak v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crm_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| format!("reflection: {e}"))?;
 
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_headers(Any)
-        .allow_methods(Any)
-        .expose_headers(Any);
+    let cors = crate::web::cors(&settings.server.cors_origins);
+    let limit = settings.server.max_request_bytes;
     // No Nagle delay: small responses must not wait for the peer's delayed ACK.
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
     Server::builder()
         .accept_http1(true)
+        // Room for large bearer tokens: an oversized header block would otherwise make
+        // HTTP/2 drop the whole connection; tokens over the limit get a clean
+        // UNAUTHENTICATED instead (see Gateway::ctx).
+        .http2_max_header_list_size(settings.server.max_header_bytes)
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(crate::web::TooLargeLayer { limit })
+        .layer(crate::deadline::DeadlineLayer::from(&settings.database))
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(v1::account_service_server::AccountServiceServer::new(
             api::accounts::Accounts(gw.clone()),
-        ))
+        ).max_decoding_message_size(limit))
         .add_service(v1::contact_service_server::ContactServiceServer::new(
             api::contacts::Contacts(gw.clone()),
-        ))
+        ).max_decoding_message_size(limit))
         .add_service(
             v1::custom_field_service_server::CustomFieldServiceServer::new(
                 api::custom_fields::CustomFields(gw.clone()),
-            ),
+            ).max_decoding_message_size(limit),
         )
         .add_service(v1::product_service_server::ProductServiceServer::new(
             api::products::Products(gw.clone()),
-        ))
+        ).max_decoding_message_size(limit))
         .add_service(v1::order_service_server::OrderServiceServer::new(
             api::orders::Orders(gw.clone()),
-        ))
+        ).max_decoding_message_size(limit))
         .add_service(v1::directory_service_server::DirectoryServiceServer::new(
             api::directory::Directory(gw.clone()),
-        ))
+        ).max_decoding_message_size(limit))
         .add_service(v1::access_service_server::AccessServiceServer::new(
             api::access::Access(gw.clone()),
-        ))
+        ).max_decoding_message_size(limit))
         .add_service(v1::audit_service_server::AuditServiceServer::new(
             api::audit::Audit(gw),
-        ))
+        ).max_decoding_message_size(limit))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| format!("server: {e}"))
@@ -142,21 +190,39 @@ async fn prepare_database(
     watch_database(db, reporter).await;
 }
 
-/// Pings the database every few seconds and mirrors the result in health.
+/// How often health pings the database while it answers, and while it does not.
+const PING_EVERY: Duration = Duration::from_secs(2);
+const PING_EVERY_WHILE_DOWN: Duration = Duration::from_secs(1);
+/// The longest a health ping may take (or `database.statement_timeout_ms` if smaller).
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pings the database every 2 s (every second while it fails) and mirrors the result in
+/// health. Each ping is bounded, so a partition (no answer, no reset) turns health
+/// NOT_SERVING within about 4 s, and SERVING again within about a second of it healing.
 async fn watch_database(db: Db, reporter: tonic_health::server::HealthReporter) {
+    let ping_timeout = PING_TIMEOUT.min(db.timeout());
     let mut last: Option<bool> = None;
     loop {
-        let ok = db.ping().await.is_ok();
+        let result = db.ping_within(ping_timeout).await;
+        let ok = result.is_ok();
         if last != Some(ok) {
-            if ok {
-                tracing::info!("database reachable: serving");
-                set_all(&reporter, ServingStatus::Serving).await;
-            } else {
-                tracing::warn!("database unreachable: not serving");
-                set_all(&reporter, ServingStatus::NotServing).await;
+            match &result {
+                Ok(()) => {
+                    tracing::info!("database reachable: serving");
+                    set_all(&reporter, ServingStatus::Serving).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %explain(e), "database unreachable: not serving");
+                    set_all(&reporter, ServingStatus::NotServing).await;
+                }
             }
             last = Some(ok);
         }
-        tokio::time::sleep(Duration::from_secs(if ok { 5 } else { 1 })).await;
+        let pause = if ok {
+            PING_EVERY
+        } else {
+            PING_EVERY_WHILE_DOWN
+        };
+        tokio::time::sleep(pause).await;
     }
 }

@@ -1,11 +1,16 @@
 //! The one place crm errors become gRPC statuses (with AIP-193 ErrorInfo and BadRequest).
 
+use crm_core::error::{MAX_DETAIL_CHARS, MAX_VIOLATIONS, clip};
 use crm_core::{Error, ErrorKind};
 use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub const DOMAIN: &str = "crm.v1";
+
+/// Messages are cut to this many bytes; with the violations bounded by crm_core::Error
+/// (count and total size), every error stays well under 8 KiB of trailers.
+const MAX_MESSAGE_CHARS: usize = 512;
 
 pub fn status(e: Error) -> Status {
     let code = match e.kind {
@@ -33,15 +38,19 @@ pub fn status(e: Error) -> Status {
         _ => {
             for (k, v) in &e.metadata {
                 if *k != "detail" {
-                    metadata.insert((*k).to_owned(), v.clone());
+                    metadata.insert((*k).to_owned(), clip(v, MAX_DETAIL_CHARS));
                 }
             }
-            e.message.clone()
+            clip(&e.message, MAX_MESSAGE_CHARS)
         }
     };
     let mut details = ErrorDetails::with_error_info(e.reason, DOMAIN, metadata);
-    for v in &e.violations {
-        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    // crm_core::Error already caps the violations; this bound holds whoever built it.
+    for v in e.violations.iter().take(MAX_VIOLATIONS) {
+        details.add_bad_request_violation(
+            clip(&v.field, MAX_DETAIL_CHARS),
+            clip(&v.description, MAX_DETAIL_CHARS),
+        );
     }
     Status::with_error_details(code, message, details)
 }

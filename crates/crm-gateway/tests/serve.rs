@@ -53,9 +53,12 @@ async fn crm_serve_end_to_end() {
     let help = crm(&dir, port, &["demo", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("10,000 contacts"));
 
+    // The log goes to a file: it must be plain text, without terminal colour codes.
+    let log_path = dir.join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut child = crm(&dir, port, &["serve"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
@@ -134,5 +137,8 @@ async fn crm_serve_end_to_end() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.is_empty());
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file: {log}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -24,6 +24,8 @@ pub struct Phone {
     /// E.164 once validated.
     pub number: String,
     pub label: String,
+    /// Digits dialled after the connection; empty when none.
+    pub extension: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -118,16 +120,32 @@ impl Resource for Contact {
             .map(|a| a.region_code.as_str())
             .find(|r| r.len() == 2)
             .map(str::to_owned);
-        if self.phones.len() > MAX_LIST_LEN {
+        // Counts first: an over-long list is one violation, not one per entry.
+        let phones = if self.phones.len() > MAX_LIST_LEN {
             v.add("phones", format!("at most {MAX_LIST_LEN} entries"));
-        }
-        for (i, p) in self.phones.iter_mut().enumerate() {
+            &mut [][..]
+        } else {
+            &mut self.phones[..]
+        };
+        for (i, p) in phones.iter_mut().enumerate() {
+            let ext_field = format!("phones[{i}].extension");
+            let ext = v.check(validate::phone_extension(&ext_field, &p.extension));
             if let Some(n) = v.check(validate::phone(
                 &format!("phones[{i}].number"),
                 &p.number,
                 hint.as_deref(),
             )) {
-                p.number = n;
+                p.number = n.e164;
+                match ext {
+                    Some(e) if !e.is_empty() && !n.extension.is_empty() && e != n.extension => v
+                        .add(
+                            ext_field,
+                            "differs from the extension written in the number",
+                        ),
+                    Some(e) if e.is_empty() => p.extension = n.extension,
+                    Some(e) => p.extension = e,
+                    None => {}
+                }
             }
             if let Some(l) = v.check(validate::text(
                 &format!("phones[{i}].label"),
@@ -138,10 +156,13 @@ impl Resource for Contact {
                 p.label = l;
             }
         }
-        if self.emails.len() > MAX_LIST_LEN {
+        let emails = if self.emails.len() > MAX_LIST_LEN {
             v.add("emails", format!("at most {MAX_LIST_LEN} entries"));
-        }
-        for (i, e) in self.emails.iter_mut().enumerate() {
+            &mut [][..]
+        } else {
+            &mut self.emails[..]
+        };
+        for (i, e) in emails.iter_mut().enumerate() {
             if let Some(a) = v.check(validate::email(&format!("emails[{i}].address"), &e.address)) {
                 e.address = a;
             }
@@ -205,15 +226,16 @@ pub(crate) fn validate_addresses(v: &mut Violations, addresses: &mut [PostalAddr
                 *value = s;
             }
         }
-        let rc = a.region_code.trim().to_ascii_uppercase();
-        if !rc.is_empty() && (rc.len() != 2 || !rc.bytes().all(|b| b.is_ascii_uppercase())) {
-            v.add(f("region_code"), "must be a two-letter CLDR region code");
+        if let Some(rc) = v.check(validate::region_code(&f("region_code"), &a.region_code)) {
+            a.region_code = rc;
         }
-        a.region_code = rc;
-        if a.lines.len() > 10 {
+        let lines = if a.lines.len() > 10 {
             v.add(f("lines"), "at most 10 lines");
-        }
-        for (j, l) in a.lines.iter_mut().enumerate() {
+            &mut [][..]
+        } else {
+            &mut a.lines[..]
+        };
+        for (j, l) in lines.iter_mut().enumerate() {
             if let Some(s) = v.check(validate::text(
                 &format!("addresses[{i}].lines[{j}]"),
                 l,
@@ -296,6 +318,7 @@ mod tests {
             phones: vec![Phone {
                 number: "12".into(),
                 label: String::new(),
+                extension: String::new(),
             }],
             emails: vec![Email {
                 address: "nope".into(),
@@ -318,6 +341,7 @@ mod tests {
             phones: vec![Phone {
                 number: "03-1234-5678".into(),
                 label: "work".into(),
+                extension: String::new(),
             }],
             emails: vec![Email {
                 address: "Taro@Example.JP".into(),

@@ -16,36 +16,38 @@ pub use order::{Order, OrderLine};
 pub use product::{Product, ProductGroup};
 pub use role::Role;
 
-use crate::resource::{FieldSpec, Resource};
+use crate::resource::{Collection, FieldSpec};
+
+/// Every collection of the shared model.
+pub static COLLECTIONS: &[Collection] = &[
+    Collection::of::<Account>(),
+    Collection::of::<Contact>(),
+    Collection::of::<Position>(),
+    Collection::of::<Product>(),
+    Collection::of::<ProductGroup>(),
+    Collection::of::<Order>(),
+    Collection::of::<User>(),
+    Collection::of::<Team>(),
+    Collection::of::<Territory>(),
+    Collection::of::<Role>(),
+    Collection::of::<CustomFieldDefinition>(),
+];
+
+/// A collection by name.
+pub fn collection(name: &str) -> Option<&'static Collection> {
+    COLLECTIONS.iter().find(|c| c.name == name)
+}
 
 /// The fields of a collection (for validating field rules).
 pub fn fields_of(collection: &str) -> Option<&'static [FieldSpec]> {
-    Some(match collection {
-        "accounts" => Account::FIELDS,
-        "contacts" => Contact::FIELDS,
-        "positions" => Position::FIELDS,
-        "products" => Product::FIELDS,
-        "productGroups" => ProductGroup::FIELDS,
-        "orders" => Order::FIELDS,
-        "users" => User::FIELDS,
-        "teams" => Team::FIELDS,
-        "territories" => Territory::FIELDS,
-        "roles" => Role::FIELDS,
-        "customFieldDefinitions" => CustomFieldDefinition::FIELDS,
-        _ => return None,
-    })
+    self::collection(collection).map(|c| c.fields)
 }
 
-/// Collections grants may name (besides `*`).
-pub const GRANTABLE: &[&str] = &[
-    "accounts",
-    "contacts",
-    "products",
-    "productGroups",
-    "orders",
-    "users",
-    "teams",
-    "territories",
-    "roles",
-    "customFieldDefinitions",
-];
+/// Collections grants may name (besides `*`): those governed by their own grants (a
+/// contact's positions follow the contact's).
+pub fn grantable() -> impl Iterator<Item = &'static str> {
+    COLLECTIONS
+        .iter()
+        .filter(|c| c.permission == c.name)
+        .map(|c| c.name)
+}

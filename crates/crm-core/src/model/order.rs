@@ -84,10 +84,13 @@ impl Resource for Order {
         if self.lines.is_empty() {
             v.add("lines", "an order needs at least one line");
         }
-        if self.lines.len() > 1000 {
+        let lines = if self.lines.len() > 1000 {
             v.add("lines", "at most 1000 lines");
-        }
-        for (i, l) in self.lines.iter().enumerate() {
+            &[][..]
+        } else {
+            &self.lines[..]
+        };
+        for (i, l) in lines.iter().enumerate() {
             if l.product.is_none() {
                 v.add(format!("lines[{i}].product"), "is required");
             }

@@ -46,10 +46,13 @@ impl Resource for Role {
             v.add("grants", "at most 200 grants");
         }
         for (i, g) in self.grants.iter().enumerate() {
-            if g.collection != "*" && !super::GRANTABLE.contains(&g.collection.as_str()) {
+            if g.collection != "*" && !super::grantable().any(|c| c == g.collection) {
                 v.add(
                     format!("grants[{i}].collection"),
-                    format!("must be \"*\" or one of {}", super::GRANTABLE.join(", ")),
+                    format!(
+                        "must be \"*\" or one of {}",
+                        super::grantable().collect::<Vec<_>>().join(", ")
+                    ),
                 );
             }
             if g.actions.is_empty() {
@@ -103,6 +106,54 @@ pub async fn load_policy<C: ConnectionTrait>(
 }
 
 /// The id of the role with `key`, if it exists.
+/// The built-in role every tenant starts with; it always keeps every right, so a tenant
+/// can never lock itself out of role management.
+pub const BUILTIN_ADMIN: &str = "admin";
+
+/// Refuses deleting the built-in administrator role or narrowing its rights (its display
+/// name may change). `mask` is the update mask; `None` means a delete.
+pub fn guard_builtin(key: &str, mask: Option<&[String]>) -> Result<()> {
+    if key != BUILTIN_ADMIN {
+        return Ok(());
+    }
+    let refused = match mask {
+        None => Some("deleted"),
+        Some(m) if m.iter().any(|p| p.trim() != "display_name") => Some("changed"),
+        Some(_) => None,
+    };
+    match refused {
+        Some(what) => Err(crate::error::Error::failed_precondition(
+            "BUILTIN_ROLE",
+            format!(
+                "roles/{BUILTIN_ADMIN} is built in and cannot be {what}: it keeps the right to manage roles; only its display_name may change"
+            ),
+        )
+        .with("resource", format!("roles/{BUILTIN_ADMIN}"))),
+        None => Ok(()),
+    }
+}
+
+/// The id of the role with this key for its history: the live one, else the one deleted last.
+pub async fn find_for_history<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    key: &str,
+) -> Result<Option<uuid::Uuid>> {
+    use sea_orm::sea_query::{Order, Query};
+    let mut q = Query::select();
+    q.column(col("id"))
+        .from(col(Role::TABLE))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col("role_key")).eq(key))
+        .order_by_expr(Expr::col(col("delete_time")).is_null(), Order::Desc)
+        .order_by(col("update_time"), Order::Desc)
+        .limit(1);
+    match conn.query_one(&q).await? {
+        Some(r) => Ok(Some(r.try_get::<uuid::Uuid>("", "id")?)),
+        None => Ok(None),
+    }
+}
+
 pub async fn find_by_key<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,

@@ -12,10 +12,22 @@
 //!
 //! Precedence follows AIP-160: `OR` binds tighter than `AND` (explicit or implicit by
 //! juxtaposition), and `NOT` / `-` binds tightest, so `a AND b OR c` is `a AND (b OR c)`.
+//!
+//! String semantics (the SQL differs per [`Dialect`]; `=`, `!=`, prefix and `:` find the
+//! same rows on SQLite and PostgreSQL):
+//! * `=` / `!=` compare the whole value exactly (case-sensitive); `<` ... `>=` compare in
+//!   the column's collation order (binary on SQLite, the database's on PostgreSQL);
+//! * `= "abc*"` / `!= "abc*"` (a trailing `*`) is a case-sensitive prefix match; every
+//!   other character of the prefix is literal;
+//! * `:` is a case-insensitive *contains* under Unicode simple case folding (any script),
+//!   with the literal matched literally. It compiles to a regular expression in which every
+//!   cased character is replaced by its whole folding class (`"ω"` -> `[Ωω\u{2126}]`), matched
+//!   case-sensitively, so neither database's locale, `LOWER` or `LIKE` folding is involved.
 
 use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use regex_syntax::hir::{ClassUnicode, ClassUnicodeRange};
 use sea_orm::sea_query;
 use sea_query::{BinOper, Condition, Expr as SqlExpr, ExprTrait, Func, LikeExpr};
 
@@ -680,6 +692,51 @@ fn escape_like(s: &str) -> String {
     out
 }
 
+/// Escapes the GLOB metacharacters `*`, `?` and `[` as one-character classes.
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '*' => out.push_str("[*]"),
+            '?' => out.push_str("[?]"),
+            '[' => out.push_str("[[]"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A regular expression that finds `text` anywhere, case-insensitively by Unicode simple
+/// case folding: each character with case variants becomes a bracket list of its whole
+/// folding class (`k` -> `[Kk\u{212A}]`, `ς` -> `[Σςσ]`), every other character is itself, with
+/// a backslash before regex metacharacters. The pattern is matched *case-sensitively* and
+/// uses only literals, backslash-escaped ASCII punctuation and bracket lists of letters, which
+/// mean the same in the regex crate (SQLite's REGEXP, see `Db::connect`) and in PostgreSQL's
+/// `~`, whatever the database locale.
+fn fold_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().saturating_mul(2));
+    let mut class_members = Vec::new();
+    for c in text.chars() {
+        let mut class = ClassUnicode::new([ClassUnicodeRange::new(c, c)]);
+        class_members.clear();
+        // Cannot fail (the `unicode-case` feature is enabled); on failure `c` stands alone.
+        if class.try_case_fold_simple().is_ok() {
+            class_members.extend(class.iter().flat_map(|r| r.start()..=r.end()));
+        }
+        if class_members.len() > 1 {
+            out.push('[');
+            out.extend(class_members.iter());
+            out.push(']');
+        } else {
+            if regex_syntax::is_meta_character(c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn leftmost_position(expr: &Expr) -> usize {
     let mut e = expr;
     loop {
@@ -699,14 +756,16 @@ pub fn compile(expr: &Expr, fields: &[FilterField]) -> Result<Condition, FilterE
     compile_at(expr, fields, 0, Dialect::Portable)
 }
 
-/// SQL dialect for the few comparisons that have a faster native form.
+/// SQL dialect. Both give the same results; the SQL differs where the databases do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Dialect {
-    /// SQL both SQLite and PostgreSQL run (list membership as `LIKE '%|v|%'`).
+    /// SQLite (the default): `:` on text as `col REGEXP pattern` (the function `Db::connect`
+    /// registers), prefix match as `col GLOB 'abc*'`, list membership as `LIKE '%|v|%'`.
     #[default]
     Portable,
-    /// PostgreSQL: list membership as `string_to_array(col, '|') @> ARRAY[v]`, which the
-    /// GIN expression indexes of the schema serve.
+    /// PostgreSQL: `:` on text as `col ~ pattern`, prefix match as `col LIKE 'abc%'`, list
+    /// membership as `string_to_array(col, '|') @> ARRAY[v]`, which the GIN expression
+    /// indexes of the schema serve.
     Postgres,
 }
 
@@ -929,24 +988,28 @@ fn compile_comparison(
     let expr = match field.ty {
         FieldType::String => {
             let text = literal_text(c)?;
-            match (c.op, text.strip_suffix('*')) {
-                (Op::Has, _) => {
-                    // LOWER(col) LIKE LOWER('%text%') ESCAPE '!': both sides lower-cased
-                    // by the same database function, so case folding is consistent.
-                    let pattern = SqlExpr::val(format!("%{}%", escape_like(&text)));
-                    let right = SqlExpr::Binary(
-                        Box::new(Func::lower(pattern).into()),
-                        BinOper::Escape,
-                        Box::new(SqlExpr::Constant(LIKE_ESCAPE.into())),
-                    );
-                    Func::lower(col).binary(BinOper::Like, right)
+            // Not LIKE / LOWER: SQLite folds ASCII only and its LIKE ignores ASCII case,
+            // PostgreSQL folds by locale and its LIKE is case-sensitive.
+            let prefix_like = |prefix: &str| {
+                LikeExpr::new(format!("{}%", escape_like(prefix))).escape(LIKE_ESCAPE)
+            };
+            let glob = |prefix: &str| SqlExpr::val(format!("{}*", escape_glob(prefix)));
+            match (c.op, text.strip_suffix('*'), dialect) {
+                (Op::Has, _, Dialect::Portable) => {
+                    col.binary(BinOper::Custom("REGEXP"), fold_pattern(&text))
                 }
-                (Op::Eq, Some(prefix)) => {
-                    col.like(LikeExpr::new(format!("{}%", escape_like(prefix))).escape(LIKE_ESCAPE))
+                (Op::Has, _, Dialect::Postgres) => {
+                    col.binary(BinOper::Custom("~"), fold_pattern(&text))
                 }
-                (Op::Ne, Some(prefix)) => col.not_like(
-                    LikeExpr::new(format!("{}%", escape_like(prefix))).escape(LIKE_ESCAPE),
-                ),
+                // GLOB is case-sensitive (LIKE on SQLite is not).
+                (Op::Eq, Some(prefix), Dialect::Portable) => {
+                    col.binary(BinOper::Custom("GLOB"), glob(prefix))
+                }
+                (Op::Ne, Some(prefix), Dialect::Portable) => {
+                    col.binary(BinOper::Custom("NOT GLOB"), glob(prefix))
+                }
+                (Op::Eq, Some(prefix), Dialect::Postgres) => col.like(prefix_like(prefix)),
+                (Op::Ne, Some(prefix), Dialect::Postgres) => col.not_like(prefix_like(prefix)),
                 _ => compare(c, col, text)?,
             }
         }
@@ -1233,7 +1296,9 @@ mod tests {
     }
 
     fn pg(input: &str) -> String {
-        let cond = parse_filter(input, FIELDS).unwrap().unwrap();
+        let cond = parse_filter_for(input, FIELDS, Dialect::Postgres)
+            .unwrap()
+            .unwrap();
         Query::select()
             .column("id")
             .from("contacts")
@@ -1598,21 +1663,35 @@ mod tests {
 
     #[test]
     fn string_prefix_match() {
+        // PostgreSQL: LIKE is case-sensitive; '%', '_' and '!' are escaped.
         assert_eq!(
             pg_where("display_name = \"a%b_c!*\""),
             r#""display_name" LIKE 'a!%b!_c!!%' ESCAPE '!'"#
         );
         assert_eq!(
-            sqlite_where("display_name = abc*"),
-            r#""display_name" LIKE 'abc%' ESCAPE '!'"#
-        );
-        assert_eq!(
             pg_where("display_name != \"abc*\""),
             r#""display_name" NOT LIKE 'abc%' ESCAPE '!'"#
+        );
+        // SQLite: GLOB is case-sensitive (LIKE is not); '*', '?' and '[' are escaped.
+        assert_eq!(
+            sqlite_where("display_name = abc*"),
+            r#""display_name" GLOB 'abc*'"#
+        );
+        assert_eq!(
+            sqlite_where("display_name = \"a%b_c![x]*?*\""),
+            r#""display_name" GLOB 'a%b_c![[]x][*][?]*'"#
+        );
+        assert_eq!(
+            sqlite_where("display_name != \"VIP*\""),
+            r#""display_name" NOT GLOB 'VIP*'"#
         );
         // only a trailing '*' is a wildcard
         assert_eq!(
             pg_where("display_name = \"a*c\""),
+            r#""display_name" = 'a*c'"#
+        );
+        assert_eq!(
+            sqlite_where("display_name = \"a*c\""),
             r#""display_name" = 'a*c'"#
         );
     }
@@ -1621,13 +1700,62 @@ mod tests {
     fn string_has_is_case_insensitive_contains() {
         assert_eq!(
             pg_where("display_name:\"50%_Off\""),
-            r#"LOWER("display_name") LIKE LOWER('%50!%!_Off%') ESCAPE '!'"#
+            r#""display_name" ~ '50%_[Oo][Ff][Ff]'"#
         );
         assert_eq!(
-            sqlite_where("display_name:ann"),
-            r#"LOWER("display_name") LIKE LOWER('%ann%') ESCAPE '!'"#
+            sqlite_where("display_name:\"50%_Off\""),
+            r#""display_name" REGEXP '50%_[Oo][Ff][Ff]'"#
+        );
+        assert_eq!(
+            sqlite_where("display_name:\"a.b*c\""),
+            r#""display_name" REGEXP '[Aa]\.[Bb]\*[Cc]'"#
         );
         assert_eq!(pg_where("display_name:*"), r#""display_name" IS NOT NULL"#);
+        assert_eq!(
+            sqlite_where("display_name:*"),
+            r#""display_name" IS NOT NULL"#
+        );
+    }
+
+    #[test]
+    fn fold_pattern_classes() {
+        assert_eq!(fold_pattern(""), "");
+        // classes in code point order; U+212A KELVIN SIGN, U+2126 OHM SIGN
+        assert_eq!(fold_pattern("k"), "[Kk\u{212A}]");
+        assert_eq!(fold_pattern("\u{212A}"), "[Kk\u{212A}]");
+        assert_eq!(fold_pattern("ω"), "[Ωω\u{2126}]");
+        assert_eq!(fold_pattern("ς"), "[Σςσ]");
+        assert_eq!(fold_pattern("äB"), "[Ää][Bb]");
+        assert_eq!(fold_pattern("ß"), "[ßẞ]");
+        assert_eq!(fold_pattern("ｏ"), "[Ｏｏ]");
+        assert_eq!(fold_pattern("И"), "[Ии]");
+        // no case: the character itself
+        assert_eq!(fold_pattern("山田 1"), "山田 1");
+        assert_eq!(fold_pattern("%_!'\"/"), "%_!'\"/");
+        assert_eq!(
+            fold_pattern(r"\.+*?()|[]{}^$#&-~"),
+            r"\\\.\+\*\?\(\)\|\[\]\{\}\^\$\#\&\-\~"
+        );
+    }
+
+    #[test]
+    fn fold_classes_hold_only_characters_literal_in_brackets() {
+        // A bracket list must mean the same to both regex engines: only letters-like
+        // characters, none of `[ ] \ ^ - & ~ :` or other ASCII punctuation.
+        for c in (0..=0x10_FFFF_u32).filter_map(char::from_u32) {
+            let pattern = fold_pattern(&c.to_string());
+            if let Some(inner) = pattern.strip_prefix('[') {
+                let inner = inner.strip_suffix(']').unwrap();
+                assert!(inner.chars().count() > 1, "{c:?}");
+                assert!(inner.contains(c), "{c:?}");
+                assert!(
+                    inner
+                        .chars()
+                        .all(|m| !m.is_ascii_punctuation() && !m.is_whitespace()),
+                    "{c:?}: {pattern}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -1733,8 +1861,12 @@ mod tests {
     #[test]
     fn string_list_operators() {
         assert_eq!(
-            pg_where("tags:\"VIP\""),
+            sqlite_where("tags:\"VIP\""),
             r#""tags" LIKE '%|vip|%' ESCAPE '!'"#
+        );
+        assert_eq!(
+            pg_where("tags:\"VIP\""),
+            r#"string_to_array("tags", '|') @> string_to_array('vip', '|')"#
         );
         assert_eq!(
             sqlite_where("tags:a_b"),
@@ -1755,45 +1887,55 @@ mod tests {
     fn boolean_structure_sql() {
         assert_eq!(
             pg_where("age > 1 AND state = ACTIVE OR display_name:x"),
-            r#""age" > 1 AND ("state" = 'ACTIVE' OR LOWER("display_name") LIKE LOWER('%x%') ESCAPE '!')"#
+            r#""age" > 1 AND ("state" = 'ACTIVE' OR ("display_name" ~ '[Xx]'))"#
+        );
+        assert_eq!(
+            sqlite_where("age > 1 AND state = ACTIVE OR -display_name:x"),
+            r#""age" > 1 AND ("state" = 'ACTIVE' OR (NOT ("display_name" REGEXP '[Xx]')))"#
         );
         assert_eq!(
             sqlite_where("NOT (age = 1 OR age = 2) -active = true"),
             r#"(NOT ("age" = 1 OR "age" = 2)) AND (NOT "is_active" = TRUE)"#
         );
         assert_eq!(
-            pg_where("tags:* AND -tags:vip"),
+            sqlite_where("tags:* AND -tags:vip"),
             r#""tags" <> '||' AND "tags" IS NOT NULL AND (NOT "tags" LIKE '%|vip|%' ESCAPE '!')"#
         );
     }
 
     #[test]
     fn literals_are_bound_as_parameters() {
-        let cond = parse_filter(
-            "display_name = \"x'; DROP TABLE t; --\" AND display_name:abc AND tags:vip AND age > 3 \
-             AND create_time < \"2024-01-02T03:04:05Z\" AND birthday = 2000-01-01",
-            FIELDS,
-        )
-        .unwrap()
-        .unwrap();
+        let filter = "display_name = \"x'; DROP TABLE t; --\" AND display_name:abc AND tags:vip \
+             AND age > 3 AND create_time < \"2024-01-02T03:04:05Z\" AND birthday = 2000-01-01 \
+             AND display_name = \"a'b*\"";
+        let cond = parse_filter_for(filter, FIELDS, Dialect::Postgres)
+            .unwrap()
+            .unwrap();
         let (sql, values) = Query::select()
             .column("id")
             .from("contacts")
-            .cond_where(cond.clone())
+            .cond_where(cond)
             .build(PostgresQueryBuilder);
         assert_eq!(
             sql,
-            r#"SELECT "id" FROM "contacts" WHERE "display_name" = $1 AND LOWER("display_name") LIKE LOWER($2) ESCAPE '!' AND "tags" LIKE $3 ESCAPE '!' AND "age" > $4 AND "created_at" < $5 AND "birth_date" = $6"#
+            r#"SELECT "id" FROM "contacts" WHERE "display_name" = $1 AND ("display_name" ~ $2) AND (string_to_array("tags", '|') @> string_to_array($3, '|')) AND "age" > $4 AND "created_at" < $5 AND "birth_date" = $6 AND "display_name" LIKE $7 ESCAPE '!'"#
         );
-        assert_eq!(values.0.len(), 6);
+        assert_eq!(values.0.len(), 7);
         assert_eq!(values.0[0], sea_query::Value::from("x'; DROP TABLE t; --"));
+        assert_eq!(values.0[1], sea_query::Value::from("[Aa][Bb][Cc]"));
+        let cond = parse_filter(filter, FIELDS).unwrap().unwrap();
         let (sql, values) = Query::select()
             .column("id")
             .from("contacts")
             .cond_where(cond)
             .build(SqliteQueryBuilder);
-        assert!(!sql.contains("DROP"), "{sql}");
-        assert_eq!(values.0.len(), 6);
+        assert_eq!(
+            sql,
+            r#"SELECT "id" FROM "contacts" WHERE "display_name" = ? AND ("display_name" REGEXP ?) AND "tags" LIKE ? ESCAPE '!' AND "age" > ? AND "created_at" < ? AND "birth_date" = ? AND ("display_name" GLOB ?)"#
+        );
+        assert_eq!(values.0.len(), 7);
+        assert_eq!(values.0[1], sea_query::Value::from("[Aa][Bb][Cc]"));
+        assert_eq!(values.0[6], sea_query::Value::from("a'b*"));
     }
 
     #[test]
@@ -2096,6 +2238,22 @@ mod tests {
             let parsed = parsed.unwrap();
             prop_assert_eq!(parsed.as_ref().map(strip), Some(strip(&expr)), "{}", text);
             let _ = compile(&expr, FIELDS);
+        }
+
+        /// The generated pattern, matched case-sensitively as both databases do, finds
+        /// exactly what the regex crate's Unicode `(?i)` finds for the escaped literal.
+        #[test]
+        fn fold_pattern_is_case_insensitive_contains(
+            needle in "[aAkKsSſσςΣßẞİıiIÄäÉé山%_.*\\\\\\[\\]()|^$?+{}#&~-]{0,3}|\\PC{0,3}",
+            hay in "[aAkKsSſσςΣßẞİıiIÄäÉé山%_.*\\\\\\[\\]()|^$?+{}#&~-]{0,6}|\\PC{0,6}",
+        ) {
+            let ours = regex::Regex::new(&fold_pattern(&needle)).unwrap();
+            let reference = format!("(?i){}", regex::escape(&needle));
+            let reference = regex::Regex::new(&reference).unwrap();
+            let (got, want) = (ours.is_match(&hay), reference.is_match(&hay));
+            prop_assert_eq!(got, want, "{:?} in {:?}", needle, hay);
+            let embedded = format!("x{}y", needle);
+            prop_assert!(ours.is_match(&embedded));
         }
 
         #[test]

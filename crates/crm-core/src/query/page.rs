@@ -57,6 +57,12 @@ impl PageToken {
         }
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
         let t: PageToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        // A NUL can never have been issued (no stored text holds one), and PostgreSQL
+        // refuses it in a parameter: such a token is forged.
+        let nul = |v: &Json| v.as_str().is_some_and(|s| s.contains('\0'));
+        if t.id.contains('\0') || t.v.iter().any(nul) {
+            return Err(bad());
+        }
         if t.q != digest {
             return Err(Error::invalid(
                 field,
@@ -97,6 +103,12 @@ mod tests {
         assert!(PageToken::decode("page_token", &s, &other).is_err());
         assert!(PageToken::decode("page_token", "%%%", &d).is_err());
         assert!(PageToken::decode("page_token", "e30", &d).is_err());
+        let forged = PageToken {
+            v: vec![Json::String("a\u{0}b".into())],
+            id: "x".into(),
+            q: d.clone(),
+        };
+        assert!(PageToken::decode("page_token", &forged.encode(), &d).is_err());
     }
 
     proptest! {

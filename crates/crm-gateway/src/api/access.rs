@@ -236,12 +236,14 @@ impl AccessService for Access {
         let r = r.into_inner();
         let msg = convert::required("role", r.role).or_status()?;
         let (key, id) = resolve(&ctx, "role.name", &msg.name).await.or_status()?;
+        let mask = convert::mask(r.update_mask);
+        model::role::guard_builtin(&key, Some(&mask)).or_status()?;
         let etag = msg.etag.clone();
         let data = role_in(key, msg)
             .map_err(|e| e.in_field("role"))
             .or_status()?;
         let rec = ctx
-            .update(id, data, &convert::mask(r.update_mask), &etag)
+            .update(id, data, &mask, &etag)
             .await
             .map_err(|e| e.in_field("role"))
             .or_status()?;
@@ -250,7 +252,8 @@ impl AccessService for Access {
 
     async fn delete_role(&self, r: Request<pb::DeleteRoleRequest>) -> Result<Response<()>, Status> {
         let ctx = self.0.ctx(&r).await?;
-        let (_, id) = resolve(&ctx, "name", &r.get_ref().name).await.or_status()?;
+        let (key, id) = resolve(&ctx, "name", &r.get_ref().name).await.or_status()?;
+        model::role::guard_builtin(&key, None).or_status()?;
         ctx.delete::<model::Role>(id, &r.get_ref().etag)
             .await
             .or_status()?;

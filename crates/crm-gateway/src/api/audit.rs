@@ -18,14 +18,16 @@ use super::Gateway;
 
 pub struct Audit(pub Gateway);
 
-/// Resolves a resource name to (collection, id) after checking the caller may read it.
+/// Resolves a resource name to (collection, id) after checking the caller may read its
+/// history: as for Get, but a soft-deleted record's history stays readable.
 async fn readable(ctx: &Ctx, name: &str) -> Result<(&'static str, Uuid)> {
     let name = name.trim();
     if let Some(rest) = name.strip_prefix("roles/") {
-        let id = model::role::find_by_key(&ctx.db.conn, ctx.tenant(), rest)
+        crm_core::validate::slug("parent", rest)?;
+        let id = model::role::find_for_history(&ctx.db.conn, ctx.tenant(), rest)
             .await?
             .ok_or_else(|| Error::not_found(name.to_owned()))?;
-        ctx.get::<model::Role>(id).await?;
+        ctx.check_history::<model::Role>(id).await?;
         return Ok(("roles", id));
     }
     if let Some((_, pos)) = name
@@ -33,7 +35,7 @@ async fn readable(ctx: &Ctx, name: &str) -> Result<(&'static str, Uuid)> {
         .and_then(|r| r.split_once("/positions/"))
     {
         let id = ids::parse_uuid("parent", pos)?;
-        ctx.get::<model::Position>(id).await?;
+        ctx.check_history::<model::Position>(id).await?;
         return Ok(("positions", id));
     }
     let (collection, id) = name
@@ -41,22 +43,40 @@ async fn readable(ctx: &Ctx, name: &str) -> Result<(&'static str, Uuid)> {
         .ok_or_else(|| Error::invalid("parent", "must be a resource name such as contacts/{id}"))?;
     let id = ids::parse_uuid("parent", id)?;
     let c: &'static str = match collection {
-        "accounts" => ctx.get::<model::Account>(id).await.map(|_| "accounts")?,
-        "contacts" => ctx.get::<model::Contact>(id).await.map(|_| "contacts")?,
-        "orders" => ctx.get::<model::Order>(id).await.map(|_| "orders")?,
-        "products" => ctx.get::<model::Product>(id).await.map(|_| "products")?,
+        "accounts" => ctx
+            .check_history::<model::Account>(id)
+            .await
+            .map(|_| "accounts")?,
+        "contacts" => ctx
+            .check_history::<model::Contact>(id)
+            .await
+            .map(|_| "contacts")?,
+        "orders" => ctx
+            .check_history::<model::Order>(id)
+            .await
+            .map(|_| "orders")?,
+        "products" => ctx
+            .check_history::<model::Product>(id)
+            .await
+            .map(|_| "products")?,
         "productGroups" => ctx
-            .get::<model::ProductGroup>(id)
+            .check_history::<model::ProductGroup>(id)
             .await
             .map(|_| "productGroups")?,
-        "users" => ctx.get::<model::User>(id).await.map(|_| "users")?,
-        "teams" => ctx.get::<model::Team>(id).await.map(|_| "teams")?,
+        "users" => ctx
+            .check_history::<model::User>(id)
+            .await
+            .map(|_| "users")?,
+        "teams" => ctx
+            .check_history::<model::Team>(id)
+            .await
+            .map(|_| "teams")?,
         "territories" => ctx
-            .get::<model::Territory>(id)
+            .check_history::<model::Territory>(id)
             .await
             .map(|_| "territories")?,
         "customFieldDefinitions" => ctx
-            .get::<model::CustomFieldDefinition>(id)
+            .check_history::<model::CustomFieldDefinition>(id)
             .await
             .map(|_| "customFieldDefinitions")?,
         _ => {
@@ -67,6 +87,21 @@ async fn readable(ctx: &Ctx, name: &str) -> Result<(&'static str, Uuid)> {
         }
     };
     Ok((c, id))
+}
+
+/// Whether the caller's field rules hide a field of a collection.
+fn hidden(ctx: &Ctx, collection: &str, field: &str) -> bool {
+    let permission = model::collection(collection).map_or(collection, |c| c.permission);
+    ctx.policy.field_access_in(permission, collection, field) == FieldAccess::Hidden
+}
+
+/// A value as shown in history: references as resource names (older records stored ids).
+fn shown(collection: &str, field: &str, v: &serde_json::Value) -> String {
+    let v = match model::collection(collection).and_then(|c| c.field(field)) {
+        Some(f) => journal::named_refs(f.kind, v),
+        None => v.clone(),
+    };
+    json_text(&v)
 }
 
 fn cursor(token: &str, parent: &str) -> Result<Option<Uuid>> {
@@ -162,19 +197,18 @@ impl AuditService for Audit {
                     .changes
                     .iter()
                     .map(|c| {
-                        let redacted =
-                            ctx.policy.field_access(collection, &c.field) == FieldAccess::Hidden;
+                        let redacted = hidden(&ctx, collection, &c.field);
                         pb::FieldChange {
                             field: c.field.clone(),
                             old_value: if redacted {
                                 String::new()
                             } else {
-                                json_text(&c.old)
+                                shown(collection, &c.field, &c.old)
                             },
                             new_value: if redacted {
                                 String::new()
                             } else {
-                                json_text(&c.new)
+                                shown(collection, &c.field, &c.new)
                             },
                             redacted,
                         }
@@ -209,7 +243,12 @@ impl AuditService for Audit {
         .await
         .or_status()?;
         let next_page_token = page_of(&mut rows, w.limit, |a| a.id, &r.parent);
-        let user = |u: Option<Uuid>| u.map(|u| format!("users/{u}")).unwrap_or_default();
+        // The owner's history is a view of the `owner` field: the same field rules apply.
+        let redacted = hidden(&ctx, w.collection, "owner");
+        let user = |u: Option<Uuid>| match u {
+            Some(u) if !redacted => format!("users/{u}"),
+            _ => String::new(),
+        };
         Ok(Response::new(pb::ListOwnershipChangesResponse {
             ownership_changes: rows
                 .into_iter()
@@ -219,6 +258,7 @@ impl AuditService for Audit {
                     new_owner: user(o.new_owner),
                     actor: format!("users/{}", o.actor),
                     time: Some(ts(o.time)),
+                    redacted,
                 })
                 .collect(),
             next_page_token,

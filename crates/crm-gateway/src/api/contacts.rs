@@ -30,6 +30,7 @@ impl Wire<model::Contact> for pb::Contact {
                 .map(|p| model::Phone {
                     number: p.number,
                     label: p.label,
+                    extension: p.extension,
                 })
                 .collect(),
             emails: self
@@ -67,6 +68,7 @@ impl Wire<model::Contact> for pb::Contact {
                 .map(|p| pb::Phone {
                     number: p.number,
                     label: p.label,
+                    extension: p.extension,
                 })
                 .collect(),
             emails: d

@@ -21,6 +21,9 @@ use std::sync::Arc;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
+/// Bearer tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
 /// Shared by every service: the database (set once it is migrated), the token verifier, the
 /// clock and the policy cache.
 #[derive(Clone)]
@@ -59,6 +62,12 @@ impl Gateway {
                     "the authorization header must be Bearer <token>",
                 ))
             })?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(status(Error::unauthenticated(
+                "TOKEN_TOO_LARGE",
+                format!("the bearer token is larger than {MAX_TOKEN_BYTES} bytes"),
+            )));
+        }
         let principal = self.verifier.verify(token.trim()).or_status()?;
         let db = self.db.get().ok_or_else(|| {
             status(Error::unavailable(

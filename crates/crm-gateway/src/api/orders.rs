@@ -4,22 +4,28 @@ use super::{Gateway, Wire};
 use crate::convert::{from_money, from_ts, hidden, money, name, opt_ts, reference, ts};
 use crm_api::v1 as pb;
 use crm_api::v1::order_service_server::OrderService;
-use crm_core::error::Result;
+use crm_core::error::{Error, Result};
 use crm_core::model;
 use crm_core::resource::Record;
 use pb::ListOrdersResponse;
 
 pub struct Orders(pub Gateway);
 
-fn channel_in(c: i32) -> &'static str {
-    match pb::SalesChannel::try_from(c) {
+/// An enum value this API version does not define is refused, never coerced.
+fn unknown(field: &str, v: i32) -> Error {
+    Error::invalid(field, format!("{v} is not a defined value"))
+}
+
+fn channel_in(c: i32) -> Result<&'static str> {
+    Ok(match pb::SalesChannel::try_from(c) {
+        Ok(pb::SalesChannel::Unspecified) => "UNSPECIFIED",
         Ok(pb::SalesChannel::Direct) => "DIRECT",
         Ok(pb::SalesChannel::Online) => "ONLINE",
         Ok(pb::SalesChannel::Retail) => "RETAIL",
         Ok(pb::SalesChannel::Partner) => "PARTNER",
         Ok(pb::SalesChannel::Phone) => "PHONE",
-        _ => "UNSPECIFIED",
-    }
+        Err(_) => return Err(unknown("channel", c)),
+    })
 }
 
 fn channel_out(c: &str) -> i32 {
@@ -33,14 +39,15 @@ fn channel_out(c: &str) -> i32 {
     }) as i32
 }
 
-fn status_in(s: i32) -> &'static str {
-    match pb::OrderStatus::try_from(s) {
+fn status_in(s: i32) -> Result<&'static str> {
+    Ok(match pb::OrderStatus::try_from(s) {
+        Ok(pb::OrderStatus::Unspecified) => "",
         Ok(pb::OrderStatus::Open) => "OPEN",
         Ok(pb::OrderStatus::Fulfilled) => "FULFILLED",
         Ok(pb::OrderStatus::Cancelled) => "CANCELLED",
         Ok(pb::OrderStatus::Returned) => "RETURNED",
-        _ => "",
-    }
+        Err(_) => return Err(unknown("status", s)),
+    })
 }
 
 fn status_out(s: &str) -> i32 {
@@ -78,8 +85,8 @@ impl Wire<model::Order> for pb::Order {
             account: reference("account", "accounts", &self.account)?,
             contact: reference("contact", "contacts", &self.contact)?,
             order_time: from_ts("order_time", self.order_time)?,
-            channel: channel_in(self.channel).to_owned(),
-            status: status_in(self.status).to_owned(),
+            channel: channel_in(self.channel)?.to_owned(),
+            status: status_in(self.status)?.to_owned(),
             currency_code: code,
             lines,
             total: 0,
