@@ -14,6 +14,7 @@ pub mod ids;
 pub mod journal;
 pub mod model;
 pub mod query;
+pub mod registry;
 pub mod resource;
 pub mod service;
 pub mod store;

@@ -6,6 +6,8 @@
 //! struct, a field table and a `validate` function.
 
 use crate::error::Result;
+use crate::journal::AuditAction;
+use crate::service::Tx;
 use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
@@ -77,7 +79,7 @@ impl FieldSpec {
 }
 
 /// A resource's data (without id, times and revision, which live in [`Meta`]).
-pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+pub trait Resource: Serialize + DeserializeOwned + Clone + Default + Send + Sync + 'static {
     /// Collection id in resource names and permissions, e.g. `contacts`.
     const COLLECTION: &'static str;
     /// Collection whose grants govern this resource (a child uses its parent's).
@@ -95,6 +97,9 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static
     const CUSTOM_FIELDS: bool = false;
     /// Used when a List has no `order_by`.
     const DEFAULT_ORDER: &'static str = "create_time desc";
+    /// The field whose value names records in resource names instead of the id
+    /// (`roles/{key}`); `None` names them by id.
+    const NAME_KEY: Option<&'static str> = None;
 
     /// Normalises (trims, lower-cases, E.164...) and validates; names each bad field.
     fn validate(&mut self) -> Result<()>;
@@ -107,7 +112,38 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static
     /// Called with the stored record when an update is applied (e.g. to recompute
     /// derived fields); the default does nothing.
     fn derive(&mut self) {}
+
+    /// Runs inside the write transaction before a create or an update is written, once the
+    /// caller's input has passed the field rules, validation and the scope check. It may
+    /// change `data` (the result is validated again; its changes are the system's, not the
+    /// caller's, so field rules do not apply to them) and make other writes through `tx`,
+    /// which commit or roll back with this one. `old` is the stored record on update,
+    /// `None` on create. Use `tx`, never the context's own write methods, inside a hook.
+    fn before_write<'a>(
+        _tx: &'a Tx<'a>,
+        _id: Uuid,
+        _old: Option<&'a Self>,
+        _data: &'a mut Self,
+    ) -> HookFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Runs inside the write transaction after the record's own row, audit record and
+    /// event are written, on create, update and delete (`action` says which; on delete
+    /// `rec` is the record as it was). Writes made here through `tx` get their own audit
+    /// records and events, after this record's.
+    fn after_write<'a>(
+        _tx: &'a Tx<'a>,
+        _action: AuditAction,
+        _rec: &'a Record<Self>,
+    ) -> HookFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
 }
+
+/// What a write hook returns.
+pub type HookFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
 
 /// Fields every resource has, filterable and sortable.
 pub const META_FIELDS: &[FieldSpec] = &[
@@ -163,6 +199,11 @@ pub struct Collection {
     pub owned: bool,
     pub scope_parent: Option<(&'static str, &'static str)>,
     pub tree_parent: Option<&'static str>,
+    pub custom_fields: bool,
+    pub name_key: Option<&'static str>,
+    /// The JSON object of a default record: every field the struct serialises (checked
+    /// against the field table by the drift tests).
+    pub sample: fn() -> serde_json::Value,
 }
 
 impl Collection {
@@ -175,6 +216,9 @@ impl Collection {
             owned: R::OWNED,
             scope_parent: R::SCOPE_PARENT,
             tree_parent: R::TREE_PARENT,
+            custom_fields: R::CUSTOM_FIELDS,
+            name_key: R::NAME_KEY,
+            sample: || serde_json::to_value(R::default()).unwrap_or_default(),
         }
     }
 
@@ -189,11 +233,6 @@ impl Collection {
             .chain(META_FIELDS.iter())
             .find(|f| f.name == name)
     }
-}
-
-/// Table of every collection a reference may point to.
-pub fn table_of(collection: &str) -> Option<&'static str> {
-    crate::model::collection(collection).map(|c| c.table)
 }
 
 /// Looks a field up among the resource's fields and the meta fields.

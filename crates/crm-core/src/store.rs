@@ -3,7 +3,7 @@
 
 use crate::codec::{from_db, to_db};
 use crate::error::{Error, Result};
-use crate::resource::{Meta, Resource};
+use crate::resource::{Collection, Meta, Resource};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{
     Alias, Asterisk, Condition, Expr, ExprTrait, Order, Query, SelectStatement,
@@ -85,20 +85,29 @@ pub(crate) async fn fetch_for_update<R: Resource, C: ConnectionTrait>(
     }
 }
 
-/// A record with its soft-deleted state (history stays readable after a delete).
-pub(crate) async fn fetch_any<R: Resource, C: ConnectionTrait>(
+/// The id of the record of `c` whose `field` (the collection's name key, e.g. a role's
+/// `key`) is `value`: the live one, else the one deleted last (its history stays readable).
+pub async fn find_by_key<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
-    id: Uuid,
-) -> Result<Option<(Meta, Map<String, Json>)>> {
+    c: &Collection,
+    field: &str,
+    value: &str,
+) -> Result<Option<Uuid>> {
+    let column = c
+        .field(field)
+        .map(|f| f.column)
+        .ok_or_else(|| Error::internal(format!("{} has no field {field}", c.name)))?;
     let mut q = Query::select();
-    q.from(col(R::TABLE))
-        .columns(["id", "revision", "create_time", "update_time"].map(col))
-        .columns(R::FIELDS.iter().map(|f| col(f.column)))
+    q.column(col("id"))
+        .from(col(c.table))
         .and_where(Expr::col(col("tenant_id")).eq(tenant))
-        .and_where(Expr::col(col("id")).eq(id));
+        .and_where(Expr::col(col(column)).eq(value))
+        .order_by_expr(Expr::col(col("delete_time")).is_null(), Order::Desc)
+        .order_by(col("update_time"), Order::Desc)
+        .limit(1);
     match conn.query_one(&q).await? {
-        Some(row) => decode::<R>(&row).map(Some),
+        Some(r) => Ok(Some(r.try_get::<Uuid>("", "id")?)),
         None => Ok(None),
     }
 }
@@ -236,10 +245,10 @@ pub(crate) async fn existing_ids<C: ConnectionTrait>(
     ids: &[Uuid],
     share: bool,
 ) -> Result<Vec<Uuid>> {
-    ids_where(conn, tenant, table, ids, Condition::all(), share).await
+    ids_where(conn, tenant, table, ids, Condition::all(), share, true).await
 }
 
-/// Ids among `ids` of live rows of `table` that also meet `cond`.
+/// Ids among `ids` of rows of `table` (live ones only with `live`) that also meet `cond`.
 pub(crate) async fn ids_where<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
@@ -247,6 +256,7 @@ pub(crate) async fn ids_where<C: ConnectionTrait>(
     ids: &[Uuid],
     cond: Condition,
     share: bool,
+    live: bool,
 ) -> Result<Vec<Uuid>> {
     if ids.is_empty() {
         return Ok(vec![]);
@@ -256,8 +266,10 @@ pub(crate) async fn ids_where<C: ConnectionTrait>(
         .from(col(table))
         .and_where(Expr::col(col("tenant_id")).eq(tenant))
         .and_where(Expr::col(col("id")).is_in(ids.iter().copied()))
-        .and_where(Expr::col(col("delete_time")).is_null())
         .cond_where(cond);
+    if live {
+        q.and_where(Expr::col(col("delete_time")).is_null());
+    }
     if share {
         q.lock_shared();
     }

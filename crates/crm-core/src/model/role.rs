@@ -22,6 +22,7 @@ impl Resource for Role {
     const COLLECTION: &'static str = "roles";
     const TABLE: &'static str = "roles";
     const DEFAULT_ORDER: &'static str = "key";
+    const NAME_KEY: Option<&'static str> = Some("key");
     const FIELDS: &'static [FieldSpec] = &[
         FieldSpec::new("key", "role_key", Kind::Text)
             .sort()
@@ -46,12 +47,13 @@ impl Resource for Role {
             v.add("grants", "at most 200 grants");
         }
         for (i, g) in self.grants.iter().enumerate() {
-            if g.collection != "*" && !super::grantable().any(|c| c == g.collection) {
+            let registry = crate::registry::registry();
+            if g.collection != "*" && !registry.grantable().any(|c| c == g.collection) {
                 v.add(
                     format!("grants[{i}].collection"),
                     format!(
                         "must be \"*\" or one of {}",
-                        super::grantable().collect::<Vec<_>>().join(", ")
+                        registry.grantable().collect::<Vec<_>>().join(", ")
                     ),
                 );
             }
@@ -66,7 +68,10 @@ impl Resource for Role {
             v.add("field_rules", "at most 1000 rules");
         }
         for (i, r) in self.field_rules.iter().enumerate() {
-            match super::fields_of(&r.collection) {
+            match crate::registry::registry()
+                .collection(&r.collection)
+                .map(|c| c.fields)
+            {
                 None => v.add(
                     format!("field_rules[{i}].collection"),
                     "is not a collection with fields",
@@ -130,27 +135,6 @@ pub fn guard_builtin(key: &str, mask: Option<&[String]>) -> Result<()> {
         )
         .with("resource", format!("roles/{BUILTIN_ADMIN}"))),
         None => Ok(()),
-    }
-}
-
-/// The id of the role with this key for its history: the live one, else the one deleted last.
-pub async fn find_for_history<C: ConnectionTrait>(
-    conn: &C,
-    tenant: &str,
-    key: &str,
-) -> Result<Option<uuid::Uuid>> {
-    use sea_orm::sea_query::{Order, Query};
-    let mut q = Query::select();
-    q.column(col("id"))
-        .from(col(Role::TABLE))
-        .and_where(Expr::col(col("tenant_id")).eq(tenant))
-        .and_where(Expr::col(col("role_key")).eq(key))
-        .order_by_expr(Expr::col(col("delete_time")).is_null(), Order::Desc)
-        .order_by(col("update_time"), Order::Desc)
-        .limit(1);
-    match conn.query_one(&q).await? {
-        Some(r) => Ok(Some(r.try_get::<uuid::Uuid>("", "id")?)),
-        None => Ok(None),
     }
 }
 

@@ -4,13 +4,14 @@ use crate::convert::ts;
 use crate::status::OrStatus;
 use crm_api::v1 as pb;
 use crm_api::v1::audit_service_server::AuditService;
-use crm_core::access::FieldAccess;
 use crm_core::error::{Error, Result};
 use crm_core::ids;
 use crm_core::journal::{self, AuditAction};
-use crm_core::model;
 use crm_core::query::page::{self, PageToken};
+use crm_core::registry::registry;
+use crm_core::resource::Collection;
 use crm_core::service::Ctx;
+use crm_core::store;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -18,90 +19,34 @@ use super::Gateway;
 
 pub struct Audit(pub Gateway);
 
-/// Resolves a resource name to (collection, id) after checking the caller may read its
-/// history: as for Get, but a soft-deleted record's history stays readable.
-async fn readable(ctx: &Ctx, name: &str) -> Result<(&'static str, Uuid)> {
+/// Resolves a resource name (`contacts/{id}`, `contacts/{c}/positions/{id}`,
+/// `roles/{key}`: the last collection segment and its id or key) to its collection and id,
+/// after checking the caller may read its history: as for Get, but a soft-deleted record's
+/// history stays readable. Any registered collection has a history.
+async fn readable(ctx: &Ctx, name: &str) -> Result<(&'static Collection, Uuid)> {
     let name = name.trim();
-    if let Some(rest) = name.strip_prefix("roles/") {
-        crm_core::validate::slug("parent", rest)?;
-        let id = model::role::find_for_history(&ctx.db.conn, ctx.tenant(), rest)
-            .await?
-            .ok_or_else(|| Error::not_found(name.to_owned()))?;
-        ctx.check_history::<model::Role>(id).await?;
-        return Ok(("roles", id));
-    }
-    if let Some((_, pos)) = name
-        .strip_prefix("contacts/")
-        .and_then(|r| r.split_once("/positions/"))
-    {
-        let id = ids::parse_uuid("parent", pos)?;
-        ctx.check_history::<model::Position>(id).await?;
-        return Ok(("positions", id));
-    }
-    let (collection, id) = name
-        .split_once('/')
-        .ok_or_else(|| Error::invalid("parent", "must be a resource name such as contacts/{id}"))?;
-    let id = ids::parse_uuid("parent", id)?;
-    let c: &'static str = match collection {
-        "accounts" => ctx
-            .check_history::<model::Account>(id)
-            .await
-            .map(|_| "accounts")?,
-        "contacts" => ctx
-            .check_history::<model::Contact>(id)
-            .await
-            .map(|_| "contacts")?,
-        "orders" => ctx
-            .check_history::<model::Order>(id)
-            .await
-            .map(|_| "orders")?,
-        "products" => ctx
-            .check_history::<model::Product>(id)
-            .await
-            .map(|_| "products")?,
-        "productGroups" => ctx
-            .check_history::<model::ProductGroup>(id)
-            .await
-            .map(|_| "productGroups")?,
-        "users" => ctx
-            .check_history::<model::User>(id)
-            .await
-            .map(|_| "users")?,
-        "teams" => ctx
-            .check_history::<model::Team>(id)
-            .await
-            .map(|_| "teams")?,
-        "territories" => ctx
-            .check_history::<model::Territory>(id)
-            .await
-            .map(|_| "territories")?,
-        "customFieldDefinitions" => ctx
-            .check_history::<model::CustomFieldDefinition>(id)
-            .await
-            .map(|_| "customFieldDefinitions")?,
-        _ => {
-            return Err(Error::invalid(
-                "parent",
-                format!("{collection:?} has no audit history"),
-            ));
+    let bad = || Error::invalid("parent", "must be a resource name such as contacts/{id}");
+    let mut segments = name.rsplitn(3, '/');
+    let (Some(key), Some(collection)) = (segments.next(), segments.next()) else {
+        return Err(bad());
+    };
+    let c = registry().collection(collection).ok_or_else(|| {
+        Error::invalid(
+            "parent",
+            format!("{collection:?} is not a collection with a history"),
+        )
+    })?;
+    let id = match c.name_key {
+        Some(field) => {
+            crm_core::validate::slug("parent", key)?;
+            store::find_by_key(&ctx.db.conn, ctx.tenant(), c, field, key)
+                .await?
+                .ok_or_else(|| Error::not_found(name.to_owned()))?
         }
+        None => ids::parse_uuid("parent", key)?,
     };
+    ctx.check_history(c, id).await?;
     Ok((c, id))
-}
-
-/// Whether the caller's field rules hide a field of a collection.
-fn hidden(ctx: &Ctx, collection: &str, field: &str) -> bool {
-    let permission = model::collection(collection).map_or(collection, |c| c.permission);
-    ctx.policy.field_access_in(permission, collection, field) == FieldAccess::Hidden
-}
-
-/// A value as shown in history: references as resource names (older records stored ids).
-fn shown(collection: &str, field: &str, v: &serde_json::Value) -> String {
-    let v = match model::collection(collection).and_then(|c| c.field(field)) {
-        Some(f) => journal::named_refs(f.kind, v),
-        None => v.clone(),
-    };
-    json_text(&v)
 }
 
 fn cursor(token: &str, parent: &str) -> Result<Option<Uuid>> {
@@ -128,7 +73,7 @@ fn next(more: bool, last: Option<Uuid>, parent: &str) -> String {
 
 /// What both lists share: page size, cursor, and the resource after the read check.
 struct Window {
-    collection: &'static str,
+    collection: &'static Collection,
     id: Uuid,
     before: Option<Uuid>,
     limit: u64,
@@ -172,7 +117,7 @@ impl AuditService for Audit {
         let mut rows = journal::list_audit(
             &ctx.db.conn,
             ctx.tenant(),
-            w.collection,
+            w.collection.name,
             w.id,
             w.before,
             w.limit + 1,
@@ -197,20 +142,19 @@ impl AuditService for Audit {
                     .changes
                     .iter()
                     .map(|c| {
-                        let redacted = hidden(&ctx, collection, &c.field);
+                        let v = ctx.present_change(collection, c);
+                        let text = |j: &serde_json::Value| {
+                            if v.redacted {
+                                String::new()
+                            } else {
+                                json_text(j)
+                            }
+                        };
                         pb::FieldChange {
-                            field: c.field.clone(),
-                            old_value: if redacted {
-                                String::new()
-                            } else {
-                                shown(collection, &c.field, &c.old)
-                            },
-                            new_value: if redacted {
-                                String::new()
-                            } else {
-                                shown(collection, &c.field, &c.new)
-                            },
-                            redacted,
+                            old_value: text(&v.old),
+                            new_value: text(&v.new),
+                            field: v.field,
+                            redacted: v.redacted,
                         }
                     })
                     .collect(),
@@ -235,7 +179,7 @@ impl AuditService for Audit {
         let mut rows = journal::list_ownership(
             &ctx.db.conn,
             ctx.tenant(),
-            w.collection,
+            w.collection.name,
             w.id,
             w.before,
             w.limit + 1,
@@ -244,7 +188,7 @@ impl AuditService for Audit {
         .or_status()?;
         let next_page_token = page_of(&mut rows, w.limit, |a| a.id, &r.parent);
         // The owner's history is a view of the `owner` field: the same field rules apply.
-        let redacted = hidden(&ctx, w.collection, "owner");
+        let redacted = !ctx.may_read_field(w.collection, "owner");
         let user = |u: Option<Uuid>| match u {
             Some(u) if !redacted => format!("users/{u}"),
             _ => String::new(),

@@ -1,0 +1,191 @@
+//! The registry of collections: every resource, of the shared model and of every domain
+//! crate, registers itself once, from its own crate, and the engine looks collections up
+//! here (reference checks, permissions, history, field rules). No list of collections lives
+//! anywhere else.
+//!
+//! The gateway installs the registry at start with each linked crate's `register` function:
+//!
+//! ```
+//! use crm_core::registry::{self, RegistryBuilder};
+//!
+//! fn register_domain(r: &mut RegistryBuilder) {
+//!     // r.resource::<Lead>().resource::<Task>();
+//!     let _ = r;
+//! }
+//! let reg = registry::install(register_domain).expect("a consistent registry");
+//! assert!(reg.collection("contacts").is_some());
+//! ```
+//!
+//! `install` checks the whole set: names unique, every reference (`Kind::Ref`, `Kind::RefList`)
+//! and every scope parent pointing at a registered collection, every permission naming one,
+//! tree parents referring to their own collection. An inconsistency is an error at start,
+//! never a skipped check at run time.
+
+use crate::resource::{Collection, Kind, Resource};
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+/// Every registered collection.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    collections: Vec<Collection>,
+}
+
+impl Registry {
+    /// A collection by name.
+    pub fn collection(&self, name: &str) -> Option<&Collection> {
+        self.collections.iter().find(|c| c.name == name)
+    }
+
+    pub fn collections(&self) -> &[Collection] {
+        &self.collections
+    }
+
+    /// Collections grants may name (besides `*`): those governed by their own grants (a
+    /// contact's positions follow the contact's).
+    pub fn grantable(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.collections
+            .iter()
+            .filter(|c| c.permission == c.name)
+            .map(|c| c.name)
+    }
+}
+
+/// Collects registrations; see [`install`].
+#[derive(Debug, Default)]
+pub struct RegistryBuilder {
+    collections: Vec<Collection>,
+}
+
+impl RegistryBuilder {
+    /// Registers a resource type.
+    pub fn resource<R: Resource>(&mut self) -> &mut Self {
+        self.collections.push(Collection::of::<R>());
+        self
+    }
+
+    /// Checks the registrations against each other.
+    pub fn build(self) -> Result<Registry, String> {
+        let mut names = HashSet::new();
+        for c in &self.collections {
+            if !names.insert(c.name) {
+                return Err(format!("collection {} is registered twice", c.name));
+            }
+        }
+        let known = |n: &str| self.collections.iter().any(|c| c.name == n);
+        let table = |t: &str| self.collections.iter().any(|c| c.table == t);
+        for c in &self.collections {
+            if !known(c.permission) {
+                return Err(format!(
+                    "{} is governed by the grants of {}, which is not registered",
+                    c.name, c.permission
+                ));
+            }
+            for f in c.fields {
+                if let Kind::Ref(t) | Kind::RefList(t) = f.kind
+                    && !known(t)
+                {
+                    return Err(format!(
+                        "{}.{} refers to {t}, which is not registered",
+                        c.name, f.name
+                    ));
+                }
+            }
+            if let Some((column, parent)) = c.scope_parent {
+                if !table(parent) {
+                    return Err(format!(
+                        "{} takes its scope from table {parent}, which no registered collection has",
+                        c.name
+                    ));
+                }
+                if !c.fields.iter().any(|f| f.column == column) {
+                    return Err(format!("{} has no column {column} for its scope", c.name));
+                }
+            }
+            if let Some(t) = c.tree_parent {
+                match c.fields.iter().find(|f| f.name == t) {
+                    Some(f) if f.kind == Kind::Ref(c.name) => {}
+                    _ => {
+                        return Err(format!(
+                            "{}.{t} must be a reference to {} to form a tree",
+                            c.name, c.name
+                        ));
+                    }
+                }
+            }
+            if let Some(k) = c.name_key
+                && !c.fields.iter().any(|f| f.name == k)
+            {
+                return Err(format!("{} is named by {k}, which is not a field", c.name));
+            }
+        }
+        Ok(Registry {
+            collections: self.collections,
+        })
+    }
+}
+
+static INSTALLED: OnceLock<Registry> = OnceLock::new();
+
+/// Installs the registry for this process: the shared model plus what `extend` registers
+/// (each domain crate's `register`). Installing again with the same collections is a no-op;
+/// with different ones it is an error.
+pub fn install(extend: impl FnOnce(&mut RegistryBuilder)) -> Result<&'static Registry, String> {
+    let mut b = RegistryBuilder::default();
+    crate::model::register(&mut b);
+    extend(&mut b);
+    let wanted = b.build()?;
+    let installed = INSTALLED.get_or_init(|| wanted.clone());
+    let same = installed.collections.len() == wanted.collections.len()
+        && wanted
+            .collections
+            .iter()
+            .all(|c| installed.collection(c.name).is_some());
+    if same {
+        Ok(installed)
+    } else {
+        Err("the registry was already installed with other collections".into())
+    }
+}
+
+/// The installed registry; the shared model alone until [`install`] is called.
+pub fn registry() -> &'static Registry {
+    INSTALLED.get_or_init(|| {
+        let mut b = RegistryBuilder::default();
+        crate::model::register(&mut b);
+        // The shared model is checked by a unit test; were it inconsistent, the checks
+        // that need a missing collection fail with INTERNAL rather than being skipped.
+        let collections = b.collections.clone();
+        b.build().unwrap_or(Registry { collections })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_model_is_consistent() {
+        let mut b = RegistryBuilder::default();
+        crate::model::register(&mut b);
+        let r = b.build();
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn a_reference_to_an_unregistered_collection_is_refused() {
+        let mut b = RegistryBuilder::default();
+        b.resource::<crate::model::Position>();
+        let e = b.build().err().unwrap_or_default();
+        assert!(e.contains("not registered"), "{e}");
+    }
+
+    #[test]
+    fn registering_twice_is_refused() {
+        let mut b = RegistryBuilder::default();
+        crate::model::register(&mut b);
+        b.resource::<crate::model::Account>();
+        let e = b.build().err().unwrap_or_default();
+        assert!(e.contains("twice"), "{e}");
+    }
+}

@@ -1,0 +1,684 @@
+//! Writes: one transaction per use case, holding every row, audit record, ownership change
+//! and outbox event it makes.
+
+use super::*;
+
+impl Ctx {
+    /// References must point at live records of this tenant that the caller may read (as a
+    /// lookup would); tree parents must not loop. A re-parenting takes the tree's lock first
+    /// (PostgreSQL), so two concurrent moves cannot both pass the cycle check.
+    pub(super) async fn check_references<R: Resource, C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: Uuid,
+        obj: &Map<String, Json>,
+        only: Option<&[&'static str]>,
+    ) -> Result<()> {
+        for f in R::FIELDS {
+            if only.is_some_and(|o| !o.contains(&f.name)) {
+                continue;
+            }
+            let (target, mut ids): (&str, Vec<Uuid>) = match f.kind {
+                Kind::Ref(c) => (c, ref_of(obj, f.name).into_iter().collect()),
+                Kind::RefList(c) => (
+                    c,
+                    list_of(obj, f.name)
+                        .iter()
+                        .filter_map(|s| Uuid::try_parse(s).ok())
+                        .collect(),
+                ),
+                _ => continue,
+            };
+            if target == "users" {
+                // The caller's own id is vouched for by its token, even before the
+                // directory has a row for it.
+                ids.retain(|i| *i != self.principal.user);
+            }
+            if ids.is_empty() {
+                continue;
+            }
+            let target = crate::registry::registry()
+                .collection(target)
+                .ok_or_else(|| {
+                    Error::internal(format!(
+                        "{}.{} refers to the unknown collection {target}",
+                        R::COLLECTION,
+                        f.name
+                    ))
+                })?;
+            let tree = R::TREE_PARENT == Some(f.name);
+            if tree && only.is_some() {
+                store::lock_tree(conn, self.tenant(), R::TABLE).await?;
+            }
+            // A tree parent stays locked against deletion until this write commits, so a
+            // concurrent delete cannot leave the new child under a deleted parent.
+            let found = store::existing_ids(conn, self.tenant(), target.table, &ids, tree).await?;
+            if let Some(missing) = ids.iter().find(|i| !found.contains(i)) {
+                return Err(Error::invalid(
+                    f.name,
+                    format!("{}/{missing} does not exist", target.name),
+                ));
+            }
+            self.check_readable(conn, f.name, target, &ids).await?;
+            if tree && let Some(parent) = ids.first() {
+                let edges = store::tree_edges(conn, self.tenant(), R::TABLE, f.column).await?;
+                let parent_of: HashMap<Uuid, Uuid> = edges
+                    .into_iter()
+                    .filter_map(|(c, p)| p.map(|p| (c, p)))
+                    .collect();
+                if crate::access::creates_cycle(id, *parent, &parent_of) {
+                    return Err(Error::invalid(
+                        f.name,
+                        "would make the record its own ancestor",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Setting a reference needs read access to its target: a target outside the caller's
+    /// read scope is answered as an out-of-scope read, naming the field.
+    pub(super) async fn check_readable<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        field: &str,
+        target: &Collection,
+        ids: &[Uuid],
+    ) -> Result<()> {
+        let scopes = self.policy.scopes(target.permission, Action::Read);
+        if scopes.is_empty() {
+            return Err(Error::permission_denied(
+                "ACTION_NOT_ALLOWED",
+                format!(
+                    "your roles may not read {}, so {field} cannot refer to one",
+                    target.permission
+                ),
+            )
+            .with("collection", target.permission)
+            .with("action", Action::Read.as_str())
+            .with("field", field.to_owned()));
+        }
+        let Some(cond) = self.scope_condition_of(target, scopes).await? else {
+            return Ok(());
+        };
+        let visible =
+            store::ids_where(conn, self.tenant(), target.table, ids, cond, false, true).await?;
+        match ids.iter().find(|i| !visible.contains(i)) {
+            Some(id) => Err(Error::permission_denied(
+                "OUT_OF_SCOPE",
+                format!(
+                    "{}/{id} is outside the records your roles may read",
+                    target.name
+                ),
+            )
+            .with("resource", format!("{}/{id}", target.name))
+            .with("field", field.to_owned())),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) async fn check_nested<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        refs: &[(String, &'static str, Uuid)],
+    ) -> Result<()> {
+        let mut by_collection: HashMap<&str, Vec<Uuid>> = HashMap::new();
+        for (_, c, id) in refs {
+            by_collection.entry(c).or_default().push(*id);
+        }
+        for (collection, ids) in by_collection {
+            let target = crate::registry::registry()
+                .collection(collection)
+                .ok_or_else(|| {
+                    Error::internal(format!(
+                        "a nested reference to the unknown collection {collection}"
+                    ))
+                })?;
+            let found = store::existing_ids(conn, self.tenant(), target.table, &ids, false).await?;
+            if let Some((field, _, id)) = refs
+                .iter()
+                .find(|(_, c, id)| *c == collection && !found.contains(id))
+            {
+                return Err(Error::invalid(
+                    field.clone(),
+                    format!("{collection}/{id} does not exist"),
+                ));
+            }
+            let first = refs
+                .iter()
+                .find(|(_, c, _)| *c == collection)
+                .map(|(f, _, _)| f.as_str())
+                .unwrap_or(collection);
+            self.check_readable(conn, first, target, &ids).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn check_custom_fields<R: Resource, C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        obj: &Map<String, Json>,
+    ) -> Result<()> {
+        if !R::CUSTOM_FIELDS {
+            return Ok(());
+        }
+        let defs =
+            crate::model::custom_field::definitions(conn, self.tenant(), R::COLLECTION).await?;
+        crate::model::custom_field::validate_values(&defs, obj.get("custom_fields"))
+    }
+
+    /// Create. A repeated `request_id` returns the first result; the same id with a
+    /// different body is INVALID_ARGUMENT on `request_id`.
+    pub async fn create<R: Resource>(&self, data: R, request_id: &str) -> Result<Record<R>> {
+        self.create_with_id(new_id(), data, request_id).await
+    }
+
+    /// Create with a chosen id (imports, the demo loader).
+    pub async fn create_with_id<R: Resource>(
+        &self,
+        id: Uuid,
+        data: R,
+        request_id: &str,
+    ) -> Result<Record<R>> {
+        // Keys compare canonically: the same UUID in upper case, or braced, is the same key.
+        let request_id = match request_id.trim() {
+            "" => String::new(),
+            r => Uuid::try_parse(r)
+                .map_err(|_| Error::invalid("request_id", "must be a UUID"))?
+                .to_string(),
+        };
+        let request_id = request_id.as_str();
+        let hash = digest(&store::to_object(&data)?);
+        if !request_id.is_empty()
+            && let Some(r) = self.replay::<R>(request_id, &hash).await?
+        {
+            return Ok(r);
+        }
+        let written = async {
+            let tx = self.begin().await?;
+            if !request_id.is_empty() {
+                journal::remember_request(
+                    tx.conn(),
+                    self.tenant(),
+                    R::COLLECTION,
+                    request_id,
+                    &hash,
+                    id,
+                    self.clock.now(),
+                )
+                .await?;
+            }
+            let rec = tx.insert(id, data, request_id).await?;
+            tx.commit().await?;
+            Ok::<_, Error>(rec)
+        }
+        .await;
+        match written {
+            Ok(rec) => self.mask_record(rec),
+            Err(e) if e.kind == ErrorKind::AlreadyExists && !request_id.is_empty() => {
+                // A concurrent retry with the same request_id won the race.
+                match self.replay::<R>(request_id, &hash).await? {
+                    Some(r) => Ok(r),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates many records in one transaction (bulk loads): every record is checked as by
+    /// `create`, and any failure writes none of them.
+    pub async fn create_many<R: Resource>(&self, items: Vec<(Uuid, R)>) -> Result<usize> {
+        let mut prepared = Vec::with_capacity(items.len());
+        for (i, (id, data)) in items.into_iter().enumerate() {
+            prepared.push(
+                self.prepare_create(&self.db.conn, id, data)
+                    .await
+                    .map_err(|e| e.in_field(&format!("items[{i}]")))?,
+            );
+        }
+        let n = prepared.len();
+        let tx = self.begin().await?;
+        for p in prepared {
+            tx.write_prepared::<R>(p, "").await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Update the fields named in `mask` from `patch`. `etag`, when given, must be current.
+    pub async fn update<R: Resource>(
+        &self,
+        id: Uuid,
+        patch: R,
+        mask: &[String],
+        etag: &str,
+    ) -> Result<Record<R>> {
+        let tx = self.begin().await?;
+        let rec = tx.update_unmasked(id, patch, mask, etag).await?;
+        tx.commit().await?;
+        self.mask_record(rec)
+    }
+
+    /// Soft delete, recorded in the audit trail and as an event.
+    pub async fn delete<R: Resource>(&self, id: Uuid, etag: &str) -> Result<()> {
+        let tx = self.begin().await?;
+        tx.delete::<R>(id, etag).await?;
+        tx.commit().await
+    }
+
+    /// Begins a write transaction for a use case with several writes: every write through
+    /// the returned [`Tx`] is permission-checked, audited and evented exactly like the
+    /// single-write methods, and all of them commit together ([`Tx::commit`]) or not at all
+    /// (dropping the `Tx`, or any error, rolls everything back).
+    pub async fn begin(&self) -> Result<Tx<'_>> {
+        Ok(Tx {
+            ctx: self,
+            txn: self.db.begin_write().await?,
+        })
+    }
+
+    /// Everything of a create before it is written: rights, field rules, validation, the
+    /// default owner and the create scope.
+    async fn prepare_create<R: Resource, C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: Uuid,
+        mut data: R,
+    ) -> Result<Prepared<R>> {
+        let scopes = self.scopes::<R>(Action::Create)?;
+        let raw = store::to_object(&data)?;
+        let set: Vec<&'static str> = R::FIELDS
+            .iter()
+            .filter(|f| raw.get(f.name).is_some_and(|v| !is_empty(v)))
+            .map(|f| f.name)
+            .collect();
+        self.check_writable::<R>(&set)?;
+        data.validate()?;
+        data.derive();
+        let mut obj = store::to_object(&data)?;
+        if R::OWNED && ref_of(&obj, "owner").is_none() {
+            obj.insert(
+                "owner".into(),
+                Json::String(self.principal.user.to_string()),
+            );
+            data = store::from_object(obj.clone())?;
+        }
+        if !self.in_scope::<R, _>(conn, scopes, &obj).await? {
+            return Err(self.out_of_scope::<R>(Action::Create, id));
+        }
+        let now = self.clock.now();
+        Ok(Prepared {
+            meta: Meta {
+                id,
+                revision: 1,
+                create_time: now,
+                update_time: now,
+            },
+            data,
+            obj,
+        })
+    }
+
+    async fn replay<R: Resource>(&self, request_id: &str, hash: &str) -> Result<Option<Record<R>>> {
+        let hit =
+            journal::find_request(&self.db.conn, self.tenant(), R::COLLECTION, request_id).await?;
+        match hit {
+            None => Ok(None),
+            Some(h) if h.request_hash == hash => self.get::<R>(h.resource_id).await.map(Some),
+            Some(_) => Err(Error::invalid(
+                "request_id",
+                "was already used for a different request",
+            )),
+        }
+    }
+
+    async fn journal<R: Resource, C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        meta: &Meta,
+        action: AuditAction,
+        changes: &[FieldChange],
+        obj: &Map<String, Json>,
+        request_id: &str,
+    ) -> Result<()> {
+        let tenant = self.tenant();
+        let named: Vec<FieldChange> = changes
+            .iter()
+            .map(|c| match resource::field::<R>(&c.field) {
+                Some(f) => FieldChange {
+                    field: c.field.clone(),
+                    old: journal::named_refs(f.kind, &c.old),
+                    new: journal::named_refs(f.kind, &c.new),
+                },
+                None => c.clone(),
+            })
+            .collect();
+        journal::write_audit(
+            conn,
+            tenant,
+            R::COLLECTION,
+            meta.id,
+            action,
+            self.principal.user,
+            meta.update_time,
+            &named,
+            request_id,
+        )
+        .await?;
+        if R::OWNED
+            && let Some(c) = changes.iter().find(|c| c.field == "owner")
+        {
+            let parse = |v: &Json| v.as_str().and_then(|s| Uuid::try_parse(s).ok());
+            journal::write_ownership(
+                conn,
+                tenant,
+                R::COLLECTION,
+                meta.id,
+                parse(&c.old),
+                parse(&c.new),
+                self.principal.user,
+                meta.update_time,
+            )
+            .await?;
+        }
+        let payload = serde_json::json!({
+            "resource": format!("{}/{}", R::COLLECTION, meta.id),
+            "revision": meta.revision,
+            "actor": format!("users/{}", self.principal.user),
+            "changed_fields": changes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(),
+            "data": if action == AuditAction::Delete { Json::Null } else { Json::Object(obj.clone()) },
+        });
+        journal::write_event(
+            conn,
+            tenant,
+            R::COLLECTION,
+            meta.id,
+            action,
+            meta.update_time,
+            &payload,
+        )
+        .await
+    }
+}
+
+/// A write transaction: the handle a use case with several writes holds and passes on
+/// (to its hooks, to other crates' use cases). Every write through it is checked, audited
+/// and evented like the single-write methods of [`Ctx`], each with its own audit record and
+/// event, in order; [`Tx::commit`] commits them all, and dropping the `Tx` without
+/// committing (an error, a `?`) rolls all of them back. On SQLite the `Tx` holds the one
+/// writer's turn: inside it, write only through it (never through `Ctx`'s own write methods,
+/// which would wait for the turn the `Tx` holds).
+pub struct Tx<'c> {
+    ctx: &'c Ctx,
+    txn: WriteTxn,
+}
+
+impl<'c> Tx<'c> {
+    /// The request context (caller, policy, clock).
+    pub fn ctx(&self) -> &'c Ctx {
+        self.ctx
+    }
+
+    /// The transaction's connection, for reads that must see this transaction's writes
+    /// (build them with the context's permission-aware read helpers). Never write
+    /// through it: writes go through the methods of `Tx`, which audit and event them.
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.txn.txn
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.txn.commit().await
+    }
+
+    /// Creates a record (id chosen here); the answer is masked by the caller's field rules.
+    pub async fn create<R: Resource>(&self, data: R) -> Result<Record<R>> {
+        self.create_with_id(new_id(), data).await
+    }
+
+    /// Creates a record with a chosen id.
+    pub async fn create_with_id<R: Resource>(&self, id: Uuid, data: R) -> Result<Record<R>> {
+        let rec = self.insert(id, data, "").await?;
+        self.ctx.mask_record(rec)
+    }
+
+    /// Gets a record as the caller may see it, reading inside the transaction.
+    pub async fn get<R: Resource>(&self, id: Uuid) -> Result<Record<R>> {
+        self.ctx.get_in(self.conn(), id).await
+    }
+
+    /// Updates a record (see [`Ctx::update`]).
+    pub async fn update<R: Resource>(
+        &self,
+        id: Uuid,
+        patch: R,
+        mask: &[String],
+        etag: &str,
+    ) -> Result<Record<R>> {
+        let rec = self.update_unmasked(id, patch, mask, etag).await?;
+        self.ctx.mask_record(rec)
+    }
+
+    /// The whole of a create: checks, the hook, the row and its journal; the record
+    /// returned is not masked yet.
+    async fn insert<R: Resource>(&self, id: Uuid, data: R, request_id: &str) -> Result<Record<R>> {
+        let p = self.ctx.prepare_create(self.conn(), id, data).await?;
+        self.write_prepared(p, request_id).await
+    }
+
+    async fn write_prepared<R: Resource>(
+        &self,
+        mut p: Prepared<R>,
+        request_id: &str,
+    ) -> Result<Record<R>> {
+        let ctx = self.ctx;
+        let conn = self.conn();
+        R::before_write(self, p.meta.id, None, &mut p.data).await?;
+        let after = store::to_object(&p.data)?;
+        if after != p.obj {
+            // The hook changed the record: what it stores must be valid too.
+            p.data.validate()?;
+            p.data.derive();
+            p.obj = store::to_object(&p.data)?;
+        }
+        ctx.check_references::<R, _>(conn, p.meta.id, &p.obj, None)
+            .await?;
+        ctx.check_nested(conn, &p.data.nested_refs()).await?;
+        ctx.check_custom_fields::<R, _>(conn, &p.obj).await?;
+        store::insert::<R, _>(conn, ctx.tenant(), &p.meta, &p.obj).await?;
+        let changes: Vec<FieldChange> = R::FIELDS
+            .iter()
+            .filter_map(|f| {
+                let v = p.obj.get(f.name)?;
+                (!is_empty(v)).then(|| FieldChange {
+                    field: f.name.to_owned(),
+                    old: Json::Null,
+                    new: v.clone(),
+                })
+            })
+            .collect();
+        ctx.journal::<R, _>(
+            conn,
+            &p.meta,
+            AuditAction::Create,
+            &changes,
+            &p.obj,
+            request_id,
+        )
+        .await?;
+        let rec = Record {
+            meta: p.meta,
+            data: p.data,
+            hidden: Vec::new(),
+        };
+        R::after_write(self, AuditAction::Create, &rec).await?;
+        Ok(rec)
+    }
+
+    async fn update_unmasked<R: Resource>(
+        &self,
+        id: Uuid,
+        patch: R,
+        mask: &[String],
+        etag: &str,
+    ) -> Result<Record<R>> {
+        let ctx = self.ctx;
+        let conn = self.conn();
+        let scopes = ctx.scopes::<R>(Action::Update)?;
+        if mask.is_empty() {
+            return Err(Error::invalid(
+                "update_mask",
+                "must name the fields to change",
+            ));
+        }
+        let mut paths: Vec<&'static str> = Vec::with_capacity(mask.len());
+        for m in mask {
+            let Some(f) = R::FIELDS.iter().find(|f| f.name == m) else {
+                return Err(Error::invalid(
+                    "update_mask",
+                    format!("unknown field {m:?}"),
+                ));
+            };
+            if !f.mutable {
+                return Err(Error::invalid(
+                    "update_mask",
+                    format!("field {m:?} cannot be changed"),
+                ));
+            }
+            if !paths.contains(&f.name) {
+                paths.push(f.name);
+            }
+        }
+        ctx.check_writable::<R>(&paths)?;
+        let expected = parse_etag(etag)?;
+        let incoming = store::to_object(&patch)?;
+
+        let Some((meta, old)) = store::fetch::<R, _>(conn, ctx.tenant(), id).await? else {
+            return Err(Error::not_found(format!("{}/{id}", R::COLLECTION)));
+        };
+        if !ctx.in_scope::<R, _>(conn, scopes, &old).await? {
+            return Err(ctx.out_of_scope::<R>(Action::Update, id));
+        }
+        if expected.is_some_and(|e| e != meta.revision) {
+            return Err(stale::<R>(id));
+        }
+        let mut merged = old.clone();
+        for p in &paths {
+            match incoming.get(*p) {
+                Some(v) => merged.insert((*p).to_owned(), v.clone()),
+                None => merged.remove(*p),
+            };
+        }
+        let mut data: R = store::from_object(merged)?;
+        data.validate()?;
+        data.derive();
+        let mut new = store::to_object(&data)?;
+        let stored: R = store::from_object(old.clone())?;
+        R::before_write(self, id, Some(&stored), &mut data).await?;
+        let after = store::to_object(&data)?;
+        if after != new {
+            // The hook changed the record: what it stores must be valid too.
+            data.validate()?;
+            data.derive();
+            new = store::to_object(&data)?;
+        }
+        let changes: Vec<FieldChange> = R::FIELDS
+            .iter()
+            .filter_map(|f| {
+                let (o, n) = (old.get(f.name)?, new.get(f.name)?);
+                (o != n).then(|| FieldChange {
+                    field: f.name.to_owned(),
+                    old: o.clone(),
+                    new: n.clone(),
+                })
+            })
+            .collect();
+        if changes.is_empty() {
+            return Ok(Record {
+                meta,
+                data: stored,
+                hidden: Vec::new(),
+            });
+        }
+        let changed: Vec<&'static str> = R::FIELDS
+            .iter()
+            .filter(|f| changes.iter().any(|c| c.field == f.name))
+            .map(|f| f.name)
+            .collect();
+        ctx.check_references::<R, _>(conn, id, &new, Some(&changed))
+            .await?;
+        ctx.check_nested(conn, &data.nested_refs()).await?;
+        if changed.contains(&"custom_fields") {
+            ctx.check_custom_fields::<R, _>(conn, &new).await?;
+        }
+        let now = std::cmp::max(ctx.clock.now(), meta.update_time);
+        if !store::update::<R, _>(conn, ctx.tenant(), id, meta.revision, now, &changed, &new)
+            .await?
+        {
+            return Err(stale::<R>(id));
+        }
+        let meta = Meta {
+            revision: meta.revision + 1,
+            update_time: now,
+            ..meta
+        };
+        ctx.journal::<R, _>(conn, &meta, AuditAction::Update, &changes, &new, "")
+            .await?;
+        let rec = Record {
+            meta,
+            data,
+            hidden: Vec::new(),
+        };
+        R::after_write(self, AuditAction::Update, &rec).await?;
+        Ok(rec)
+    }
+
+    /// Soft-deletes a record (see [`Ctx::delete`]).
+    pub async fn delete<R: Resource>(&self, id: Uuid, etag: &str) -> Result<()> {
+        let ctx = self.ctx;
+        let conn = self.conn();
+        let scopes = ctx.scopes::<R>(Action::Delete)?;
+        let expected = parse_etag(etag)?;
+        let Some((meta, obj)) = store::fetch_for_update::<R, _>(conn, ctx.tenant(), id).await?
+        else {
+            return Err(Error::not_found(format!("{}/{id}", R::COLLECTION)));
+        };
+        if !ctx.in_scope::<R, _>(conn, scopes, &obj).await? {
+            return Err(ctx.out_of_scope::<R>(Action::Delete, id));
+        }
+        if expected.is_some_and(|e| e != meta.revision) {
+            return Err(stale::<R>(id));
+        }
+        if let Some(parent) = R::TREE_PARENT.and_then(resource::field::<R>)
+            && store::has_live(conn, ctx.tenant(), R::TABLE, parent.column, id).await?
+        {
+            return Err(Error::failed_precondition(
+                "HAS_CHILDREN",
+                format!(
+                    "{}/{id} still has records below it ({}); move or delete them first",
+                    R::COLLECTION,
+                    parent.name
+                ),
+            )
+            .with("resource", format!("{}/{id}", R::COLLECTION)));
+        }
+        let now = std::cmp::max(ctx.clock.now(), meta.update_time);
+        if !store::soft_delete::<R, _>(conn, ctx.tenant(), id, meta.revision, now).await? {
+            return Err(stale::<R>(id));
+        }
+        let meta = Meta {
+            revision: meta.revision + 1,
+            update_time: now,
+            ..meta
+        };
+        ctx.journal::<R, _>(conn, &meta, AuditAction::Delete, &[], &obj, "")
+            .await?;
+        let rec = Record {
+            meta,
+            data: store::from_object(obj)?,
+            hidden: Vec::new(),
+        };
+        R::after_write(self, AuditAction::Delete, &rec).await
+    }
+}
