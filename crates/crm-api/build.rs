@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files: Vec<PathBuf> = std::fs::read_dir(root.join("crm/v1"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "proto"))
+        // The standard long-running operations service (and google.rpc.Status, which it
+        // imports) that jobs are served by.
+        .chain([root.join("google/longrunning/operations.proto")])
         .collect();
     println!("cargo:rerun-if-changed={}", root.display());
     for f in &files {

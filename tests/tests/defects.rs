@@ -1034,10 +1034,22 @@ async fn protocol_limits_and_reflection(backend: Backend) {
         reason(&expect_code(e, Code::Unauthenticated)),
         "TOKEN_TOO_LARGE"
     );
-    s.contacts()
+    // Every answer carries the request id its log lines carry: the caller's, or a new one.
+    let mut r = req(&d.admin, ListContactsRequest::default());
+    r.metadata_mut()
+        .insert("x-request-id", "trace-me-42".parse().unwrap());
+    let ok = s.contacts().list_contacts(r).await.unwrap();
+    assert_eq!(
+        ok.metadata().get("x-request-id").and_then(|v| v.to_str().ok()),
+        Some("trace-me-42")
+    );
+    let fresh = s
+        .contacts()
         .list_contacts(req(&d.admin, ListContactsRequest::default()))
         .await
         .unwrap();
+    let id = fresh.metadata().get("x-request-id").and_then(|v| v.to_str().ok());
+    assert!(id.is_some_and(|i| Uuid::try_parse(i).is_ok()), "{id:?}");
     // Reflection v1alpha lists the services.
     use tonic_reflection::pb::v1alpha::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,

@@ -313,6 +313,11 @@ async fn registry_matches_structs_and_schema(backend: Backend) {
             "{}: struct fields and field table differ",
             c.name
         );
+        assert!(
+            (c.decodes_partial)(),
+            "{}: a record missing fields must decode (#[serde(default)])",
+            c.name
+        );
         let mut q = Query::select();
         q.columns(
             [

@@ -6,10 +6,17 @@
 
 pub mod codec;
 
-/// `google.type` messages used by the API.
+/// `google.type` messages used by the API, and the standard `google.longrunning.Operations`
+/// service with the `google.rpc.Status` it uses.
 pub mod google {
     pub mod r#type {
         tonic::include_proto!("google.r#type");
+    }
+    pub mod longrunning {
+        tonic::include_proto!("google.longrunning");
+    }
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
     }
 }
 

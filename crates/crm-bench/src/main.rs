@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 mod echo {
     tonic::include_proto!("crmbench.echo");
 }
+mod pg;
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run scenarios and print a markdown table.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the bare echo baseline (used by `run` as a child process).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:50099")]
@@ -53,9 +54,28 @@ struct RunArgs {
     duration: u64,
     #[arg(long, default_value_t = 3)]
     warmup: u64,
-    /// Comma-separated scenarios: echo, get-contact, list-contacts, create-contact.
+    /// Comma-separated scenarios: echo, get-contact, list-contacts, create-contact, and the
+    /// raw-database baselines pg-select, pg-list, pg-create (see `--pg-url`).
     #[arg(long, default_value = "echo,get-contact,list-contacts,create-contact")]
     scenarios: String,
+    /// The gateway's PostgreSQL database: each gateway scenario is then followed by its
+    /// raw-database baseline run by pgbench (get-contact by `pgbench -S`, list-contacts by
+    /// the same SELECT, create-contact by the same transaction), with the same clients and
+    /// duration, and the table gets a ratio to it.
+    #[arg(long, env = "CRM_BENCH_PG_URL")]
+    pg_url: Option<String>,
+    /// The pgbench binary.
+    #[arg(long, default_value = "pgbench")]
+    pgbench: String,
+    /// pgbench worker threads (`-j`).
+    #[arg(long, default_value_t = 2)]
+    pgbench_jobs: usize,
+    /// Scale of pgbench's own tables for pg-select (`pgbench -i -s`, made when missing).
+    #[arg(long, default_value_t = 10)]
+    pgbench_scale: u32,
+    /// Fraction of pgbench transactions whose latency is logged for the percentiles.
+    #[arg(long, default_value_t = 0.1)]
+    pgbench_sampling: f64,
     /// Filter of the list-contacts scenario.
     #[arg(long, default_value = "region = \"DE\" AND tags:\"vip\"")]
     list_filter: String,
@@ -101,7 +121,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .await?;
             Ok(())
         }
-        Cmd::Run(args) => run(args).await,
+        Cmd::Run(args) => run(*args).await,
     }
 }
 
@@ -283,15 +303,65 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Err("the token's tenant has no contacts: load data first (crm demo)".into());
     }
 
-    let mut outcomes = Vec::new();
+    let pgbench = match &args.pg_url {
+        Some(url) => {
+            let (tenant, actor) = pg::token_claims(&args.token)
+                .ok_or("--pg-url: the token has no tenant and sub claims")?;
+            Some(pg::Pg {
+                pgbench: args.pgbench.clone(),
+                url: url.clone(),
+                clients: args.concurrency,
+                jobs: args.pgbench_jobs,
+                scale: args.pgbench_scale,
+                tenant,
+                actor,
+                sampling: args.pgbench_sampling,
+            })
+        }
+        None => None,
+    };
+    let default_list =
+        args.list_filter == "region = \"DE\" AND tags:\"vip\"" && args.list_order == "display_name";
+    let mut scenarios: Vec<&str> = Vec::new();
     for s in args
         .scenarios
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
+        scenarios.push(s);
+        if let (Some(_), Some(b)) = (&pgbench, pg::baseline_of(s))
+            && !args.scenarios.split(',').any(|x| x.trim() == b)
+            && (b != "pg-list" || default_list)
+        {
+            scenarios.push(b);
+        }
+    }
+    let mut baseline_commands = Vec::new();
+
+    let mut outcomes = Vec::new();
+    for s in scenarios {
         let token = args.token.clone();
         let o = match s {
+            "pg-select" | "pg-list" | "pg-create" => {
+                let Some(pg) = &pgbench else {
+                    return Err(format!("{s} needs --pg-url").into());
+                };
+                let r = pg.run(s, args.warmup, args.duration)?;
+                baseline_commands.push((s, r.command.clone()));
+                Outcome {
+                    name: s.to_owned(),
+                    ok: r.transactions,
+                    errors: r.failed,
+                    seconds: if r.tps > 0.0 {
+                        r.transactions as f64 / r.tps
+                    } else {
+                        args.duration as f64
+                    },
+                    hist: r.hist,
+                    peak_rss_kib: None,
+                }
+            }
             "echo" => {
                 let chans = echo_channels.clone();
                 drive(&args, s, move |w, _| {
@@ -400,30 +470,48 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         args.warmup
     );
     println!(
-        "| scenario | ok | errors | throughput /s | ratio to echo | p50 ms | p90 ms | p99 ms | max ms | gateway RSS peak MiB |"
+        "| scenario | ok | errors | throughput /s | ratio to echo | ratio to raw DB | p50 ms | p90 ms | p99 ms | max ms | gateway RSS peak MiB |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for o in &outcomes {
-        let ratio = echo_rate.map_or("-".to_string(), |e| format!("{:.3}", o.rate() / e));
-        let rss = if o.name == "echo" {
+        let is_baseline = pg::compared_with(&o.name).is_some();
+        let ratio = match echo_rate {
+            Some(e) if !is_baseline => format!("{:.3}", o.rate() / e),
+            _ => "-".to_string(),
+        };
+        let raw = pg::baseline_of(&o.name)
+            .and_then(|b| outcomes.iter().find(|x| x.name == b))
+            .map_or("-".to_string(), |b| format!("{:.3}", o.rate() / b.rate()));
+        let rss = if o.name == "echo" || is_baseline {
             "-".to_string()
         } else {
             o.peak_rss_kib
                 .map_or("-".to_string(), |k| format!("{:.1}", k as f64 / 1024.0))
         };
         println!(
-            "| {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
             o.name,
             o.ok,
             o.errors,
             o.rate(),
             ratio,
+            raw,
             o.ms(0.5),
             o.ms(0.9),
             o.ms(0.99),
             o.hist.max() as f64 / 1000.0,
             rss
         );
+    }
+    if !baseline_commands.is_empty() {
+        println!(
+            "\nraw-database baselines (pgbench, the database URL left out; latencies of a \
+             {:.0} % sample of transactions):",
+            args.pgbench_sampling * 100.0
+        );
+        for (name, command) in &baseline_commands {
+            println!("- {name}: `{command}`");
+        }
     }
     if let Some(k) = idle_rss {
         println!(

@@ -157,7 +157,46 @@ impl Db {
         self.within(limit, async { self.conn.ping().await.map_err(Error::from) })
             .await
     }
+
+    /// Refreshes the planner statistics of `tables` (`ANALYZE`), for the end of a bulk load:
+    /// until autovacuum gets to them, tables that just grew by many rows are planned with
+    /// statistics of their former size, and the first queries after the load may take a bad
+    /// plan. PostgreSQL samples each table (bounded by [`ANALYZE_TIMEOUT`] in all, not by the
+    /// pool's statement timeout); SQLite reads each table's indexes, as a writer.
+    pub async fn analyze(&self, tables: &[&str]) -> Result<()> {
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let quoted: Vec<String> = tables
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .collect();
+        match self.backend() {
+            DbBackend::Postgres => {
+                let txn = self.conn.begin().await?;
+                txn.execute_unprepared(&format!(
+                    "SET LOCAL statement_timeout = {}",
+                    ANALYZE_TIMEOUT.as_millis()
+                ))
+                .await?;
+                txn.execute_unprepared(&format!("ANALYZE {}", quoted.join(", ")))
+                    .await?;
+                txn.commit().await?;
+            }
+            _ => {
+                let txn = self.begin_write().await?;
+                for t in &quoted {
+                    txn.txn.execute_unprepared(&format!("ANALYZE {t}")).await?;
+                }
+                txn.commit().await?;
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The bound on [`Db::analyze`] on PostgreSQL.
+pub const ANALYZE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A pooled connection idle for this long is pinged before it is handed out.
 const IDLE_PING_AFTER: Duration = Duration::from_secs(30);

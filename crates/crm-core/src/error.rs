@@ -234,6 +234,12 @@ impl From<DbErr> for Error {
                 )
                 .with("detail", detail);
             }
+            // character_not_in_repertoire (a NUL in text, which PostgreSQL cannot store):
+            // input that slipped past validation is the caller's error, not ours.
+            Some("22021") => {
+                return Error::invalid("", "text must not contain NUL characters")
+                    .with("detail", detail);
+            }
             // Connection exceptions, the server shutting down or starting up, too many
             // connections.
             Some(code) if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {

@@ -9,16 +9,22 @@ pub mod auth;
 pub mod clock;
 pub mod codec;
 pub mod db;
+pub mod enums;
 pub mod error;
 pub mod ids;
+pub mod jobs;
 pub mod journal;
 pub mod model;
 pub mod query;
 pub mod registry;
 pub mod resource;
+mod rowde;
 pub mod service;
 pub mod store;
 pub mod tenant;
 pub mod validate;
 
 pub use error::{Error, ErrorKind, FieldViolation, Result};
+
+#[doc(hidden)]
+pub use serde as __serde;

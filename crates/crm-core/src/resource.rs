@@ -204,6 +204,9 @@ pub struct Collection {
     /// The JSON object of a default record: every field the struct serialises (checked
     /// against the field table by the drift tests).
     pub sample: fn() -> serde_json::Value,
+    /// Whether a record missing every field decodes (each field has a serde default, as
+    /// field rules and older rows need); checked by the drift tests.
+    pub decodes_partial: fn() -> bool,
 }
 
 impl Collection {
@@ -219,6 +222,7 @@ impl Collection {
             custom_fields: R::CUSTOM_FIELDS,
             name_key: R::NAME_KEY,
             sample: || serde_json::to_value(R::default()).unwrap_or_default(),
+            decodes_partial: || serde_json::from_value::<R>(serde_json::json!({})).is_ok(),
         }
     }
 

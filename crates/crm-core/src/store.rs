@@ -305,21 +305,62 @@ pub(crate) async fn tree_edges<C: ConnectionTrait>(
         .collect()
 }
 
-/// Runs a list query: condition, order terms (column, descending), limit.
+/// Runs a list query: condition, order terms (column, descending), limit. The rows are
+/// returned undecoded (see [`decode_rows`]).
 pub(crate) async fn list<R: Resource, C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
     cond: Condition,
     order: &[(&'static str, bool)],
     limit: u64,
-) -> Result<Vec<(Meta, Map<String, Json>)>> {
+) -> Result<Vec<QueryResult>> {
     let mut q = select::<R>(tenant);
     q.cond_where(cond);
     for (c, desc) in order {
         q.order_by(col(c), if *desc { Order::Desc } else { Order::Asc });
     }
     q.limit(limit);
-    conn.query_all(&q).await?.iter().map(decode::<R>).collect()
+    Ok(conn.query_all(&q).await?)
+}
+
+/// The row of one live record, undecoded (see [`decode_rows`]).
+pub(crate) async fn fetch_row<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<QueryResult>> {
+    let mut q = select::<R>(tenant);
+    q.and_where(Expr::col(col("id")).eq(id));
+    Ok(conn.query_one(&q).await?)
+}
+
+/// Decodes rows of [`select`] straight into records, without a JSON object per row
+/// ([`crate::rowde`]). Fields flagged in `skip` (by index into `R::FIELDS`) are not read
+/// and keep their default.
+pub(crate) fn decode_rows<R: Resource>(
+    rows: &[QueryResult],
+    skip: &[bool],
+) -> Result<Vec<(Meta, R)>> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    match crate::rowde::Layout::of::<R>(first)? {
+        Some(layout) => rows
+            .iter()
+            .map(|row| crate::rowde::decode::<R>(row, &layout, skip))
+            .collect(),
+        // Rows of a driver the row decoder does not read: through the JSON object.
+        None => rows
+            .iter()
+            .map(|row| {
+                let (meta, mut obj) = decode::<R>(row)?;
+                for (f, _) in R::FIELDS.iter().zip(skip).filter(|(_, s)| **s) {
+                    obj.remove(f.name);
+                }
+                Ok((meta, from_object(obj)?))
+            })
+            .collect(),
+    }
 }
 
 /// Counts rows of a condition (used by tests and tools).

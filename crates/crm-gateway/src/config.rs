@@ -13,6 +13,7 @@ pub struct Settings {
     pub database: Database,
     pub auth: Auth,
     pub log: Log,
+    pub jobs: Jobs,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +97,101 @@ pub struct Log {
     pub format: String,
     /// A tracing filter, e.g. `info` or `crm=debug,sqlx=warn`. Default `info`.
     pub level: String,
+}
+
+/// The job runner of this replica (`crm_core::jobs`): timers, reminders, imports and every
+/// other job of the kinds this build has handlers for. Every replica may run one; on
+/// PostgreSQL they share the queue, on SQLite run one per database file. Durations in
+/// milliseconds; leases, retries and retention are measured on the database's clock (UTC).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jobs {
+    /// Whether this replica runs jobs. Default true.
+    pub enabled: bool,
+    /// How often the runner looks for due jobs when nothing in this process wakes it (jobs
+    /// scheduled by this replica wake it at once). Default 1000.
+    pub poll_interval_ms: u64,
+    /// Most jobs claimed in one statement. Default 32.
+    pub batch_size: u32,
+    /// Most jobs running at once in this replica. Default 16.
+    pub concurrency: u32,
+    /// How long a claim holds a job; a handler renews it while it reports progress. Jobs of a
+    /// replica that dies come back after this time. Default 60000.
+    pub lease_ms: u64,
+    /// The first retry's delay after a failed attempt; each further retry doubles it.
+    /// Default 1000.
+    pub retry_base_ms: u64,
+    /// The longest retry delay. Default 3600000 (1 h).
+    pub retry_max_ms: u64,
+    /// How long a due job of a suspended tenant is put off each time. Default 60000.
+    pub suspended_delay_ms: u64,
+    /// How long a shutdown waits for running jobs before giving them back to the queue.
+    /// Default 10000.
+    pub shutdown_grace_ms: u64,
+    /// How long finished jobs (and so operations) are kept, in hours; 0 keeps them forever.
+    /// Default 168 (7 days).
+    pub retention_hours: u64,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        let d = crm_core::jobs::RunnerSettings::default();
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            enabled: true,
+            poll_interval_ms: ms(d.poll_interval),
+            batch_size: d.batch_size,
+            concurrency: d.concurrency,
+            lease_ms: ms(d.lease),
+            retry_base_ms: ms(d.retry_base),
+            retry_max_ms: ms(d.retry_max),
+            suspended_delay_ms: ms(d.suspended_delay),
+            shutdown_grace_ms: ms(d.shutdown_grace),
+            retention_hours: d.retention.as_secs() / 3600,
+        }
+    }
+}
+
+impl Jobs {
+    /// The runner settings these give.
+    pub fn runner(&self) -> crm_core::jobs::RunnerSettings {
+        use std::time::Duration;
+        crm_core::jobs::RunnerSettings {
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            batch_size: self.batch_size,
+            lease: Duration::from_millis(self.lease_ms),
+            concurrency: self.concurrency,
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            suspended_delay: Duration::from_millis(self.suspended_delay_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            retention: Duration::from_secs(self.retention_hours.saturating_mul(3600)),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let at_least = |name: &str, v: u64, min: u64| {
+            if v < min {
+                Err(format!("jobs.{name} must be at least {min}"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("poll_interval_ms", self.poll_interval_ms, 10)?;
+        at_least("batch_size", u64::from(self.batch_size), 1)?;
+        at_least("concurrency", u64::from(self.concurrency), 1)?;
+        at_least("lease_ms", self.lease_ms, 1000)?;
+        at_least("retry_base_ms", self.retry_base_ms, 1)?;
+        at_least("retry_max_ms", self.retry_max_ms, self.retry_base_ms)?;
+        at_least("suspended_delay_ms", self.suspended_delay_ms, 1000)?;
+        if self.batch_size > 1000 {
+            return Err("jobs.batch_size must be at most 1000".into());
+        }
+        if self.retention_hours > 100 * 365 * 24 {
+            return Err("jobs.retention_hours must be at most 100 years".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for Server {
@@ -197,6 +293,7 @@ impl Settings {
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err("log.format must be text or json".into());
         }
+        self.jobs.validate()?;
         Ok(())
     }
 

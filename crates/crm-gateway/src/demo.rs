@@ -678,16 +678,26 @@ pub async fn load(
                     order_time: Some(
                         now - chrono::Duration::minutes(rng.random_range(0..2 * 365 * 24 * 60)),
                     ),
-                    channel: pick(
+                    channel: *pick(
                         &mut rng,
-                        &["DIRECT", "ONLINE", "RETAIL", "PARTNER", "PHONE"],
-                    )
-                    .to_string(),
-                    status: pick(
+                        &[
+                            model::SalesChannel::Direct,
+                            model::SalesChannel::Online,
+                            model::SalesChannel::Retail,
+                            model::SalesChannel::Partner,
+                            model::SalesChannel::Phone,
+                        ],
+                    ),
+                    status: *pick(
                         &mut rng,
-                        &["OPEN", "FULFILLED", "FULFILLED", "FULFILLED", "CANCELLED"],
-                    )
-                    .to_string(),
+                        &[
+                            model::OrderStatus::Open,
+                            model::OrderStatus::Fulfilled,
+                            model::OrderStatus::Fulfilled,
+                            model::OrderStatus::Fulfilled,
+                            model::OrderStatus::Cancelled,
+                        ],
+                    ),
                     currency_code: "EUR".into(),
                     lines,
                     owner: Some(owner),
@@ -698,6 +708,27 @@ pub async fn load(
         }
     }
     create_all(&ctx, "orders", orders, conc).await?;
+
+    // Fresh planner statistics for every table the load wrote, so the first queries after
+    // it do not take a plan made for the empty tables (autovacuum would get there minutes
+    // later).
+    db.analyze(&[
+        model::Role::TABLE,
+        model::Territory::TABLE,
+        model::User::TABLE,
+        model::Team::TABLE,
+        model::ProductGroup::TABLE,
+        model::Product::TABLE,
+        Account::TABLE,
+        Contact::TABLE,
+        Position::TABLE,
+        Order::TABLE,
+        "audit_records",
+        "ownership_changes",
+        "outbox_events",
+    ])
+    .await
+    .map_err(|e| format!("analyze after the load: {e}"))?;
 
     Ok(Loaded {
         tenant: tenant_id.to_owned(),

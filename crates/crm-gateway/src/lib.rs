@@ -7,4 +7,5 @@ pub mod deadline;
 pub mod demo;
 pub mod server;
 pub mod status;
+pub mod trace;
 pub mod web;

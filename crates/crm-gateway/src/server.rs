@@ -23,10 +23,56 @@ pub const SERVICES: &[&str] = &[
     "crm.v1.DirectoryService",
     "crm.v1.AccessService",
     "crm.v1.AuditService",
+    "google.longrunning.Operations",
 ];
 
 /// The key of the PostgreSQL advisory lock migrators hold (any constant; "crm_migr").
 const MIGRATION_LOCK_KEY: i64 = 0x6372_6d5f_6d69_6772;
+
+/// Registers the collections of the domain crates this gateway serves (the shared model
+/// registers itself).
+pub fn register_domains(_registry: &mut crm_core::registry::RegistryBuilder) {}
+
+/// Registers the job handlers of the domain crates this gateway serves (reminders, SLA
+/// clocks, imports, ...): the kinds this replica's runner claims.
+pub fn register_jobs(_handlers: &mut crm_core::jobs::JobHandlers) -> crm_core::Result<()> {
+    Ok(())
+}
+
+/// The job runner of this replica: started once the database is ready, shut down (its
+/// unfinished jobs given back to the queue) when the server stops.
+struct JobRunner {
+    handlers: crm_core::jobs::JobHandlers,
+    settings: crate::config::Jobs,
+    /// Whether the server has stopped, and the runner if one was started.
+    state: tokio::sync::Mutex<(bool, Option<crm_core::jobs::Runner>)>,
+}
+
+impl JobRunner {
+    async fn start(&self, db: &Db) {
+        let mut state = self.state.lock().await;
+        if state.0 || !self.settings.enabled {
+            return;
+        }
+        state.1 = Some(crm_core::jobs::Runner::start(
+            db.clone(),
+            Arc::new(SystemClock),
+            self.handlers.clone(),
+            self.settings.runner(),
+        ));
+    }
+
+    async fn stop(&self) {
+        let runner = {
+            let mut state = self.state.lock().await;
+            state.0 = true;
+            state.1.take()
+        };
+        if let Some(r) = runner {
+            r.shutdown().await;
+        }
+    }
+}
 
 /// Connects and migrates the database. Errors are for operators: they carry the cause
 /// (e.g. "connection refused", "invalid peer certificate: ...").
@@ -82,11 +128,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let verifier = Arc::new(settings.verifier()?);
+    // Every linked crate's collections, checked against each other before serving.
+    crm_core::registry::install(register_domains).map_err(|e| format!("registry: {e}"))?;
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
 
+    let mut handlers = crm_core::jobs::JobHandlers::new();
+    register_jobs(&mut handlers).map_err(|e| format!("job handlers: {}", e.message))?;
+    let jobs = Arc::new(JobRunner {
+        handlers,
+        settings: settings.jobs.clone(),
+        state: tokio::sync::Mutex::new((false, None)),
+    });
     let db = Arc::new(std::sync::OnceLock::new());
-    tokio::spawn(prepare_database(settings.clone(), db.clone(), reporter));
+    tokio::spawn(prepare_database(
+        settings.clone(),
+        db.clone(),
+        reporter,
+        jobs.clone(),
+    ));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let gw = Gateway {
         db,
@@ -117,7 +177,7 @@ pub async fn serve(
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    Server::builder()
+    let served = Server::builder()
         .accept_http1(true)
         // Room for large bearer tokens: an oversized header block would otherwise make
         // HTTP/2 drop the whole connection; tokens over the limit get a clean
@@ -125,6 +185,7 @@ pub async fn serve(
         .http2_max_header_list_size(settings.server.max_header_bytes)
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(crate::trace::RequestSpanLayer)
         .layer(crate::web::TooLargeLayer { limit })
         .layer(crate::deadline::DeadlineLayer::from(&settings.database))
         .add_service(health)
@@ -153,12 +214,21 @@ pub async fn serve(
         .add_service(v1::access_service_server::AccessServiceServer::new(
             api::access::Access(gw.clone()),
         ).max_decoding_message_size(limit))
+        .add_service(
+            crm_api::google::longrunning::operations_server::OperationsServer::new(
+                api::operations::Operations(gw.clone()),
+            )
+            .max_decoding_message_size(limit),
+        )
         .add_service(v1::audit_service_server::AuditServiceServer::new(
             api::audit::Audit(gw),
         ).max_decoding_message_size(limit))
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| format!("server: {e}"))
+        .await;
+    // In-flight RPCs are drained; now the jobs (handlers told to stop, the unfinished given
+    // back to the queue).
+    jobs.stop().await;
+    served.map_err(|e| format!("server: {e}"))
 }
 
 async fn set_all(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
@@ -174,6 +244,7 @@ async fn prepare_database(
     settings: Settings,
     cell: Arc<std::sync::OnceLock<Db>>,
     reporter: tonic_health::server::HealthReporter,
+    jobs: Arc<JobRunner>,
 ) {
     let mut delay = Duration::from_millis(500);
     let db = loop {
@@ -187,6 +258,7 @@ async fn prepare_database(
         }
     };
     let _ = cell.set(db.clone());
+    jobs.start(&db).await;
     watch_database(db, reporter).await;
 }
 

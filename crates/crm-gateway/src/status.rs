@@ -27,12 +27,22 @@ pub fn status(e: Error) -> Status {
     };
     let mut metadata: HashMap<String, String> = HashMap::new();
     let message = match e.kind {
+        // Logged inside the RPC's span (method, tenant, request id); the client gets the
+        // request id to quote, never the internal detail.
         ErrorKind::Internal => {
-            tracing::error!(reason = e.reason, error = %e.message, "internal error");
-            "internal error".to_owned()
+            tracing::error!(reason = e.reason, error = %e.message, details = ?e.metadata, "internal error");
+            if let Some(id) = crate::trace::request_id() {
+                metadata.insert("request_id".into(), id.clone());
+                format!("internal error (request id {id})")
+            } else {
+                "internal error".to_owned()
+            }
         }
         ErrorKind::Unavailable => {
             tracing::warn!(error = %e.message, details = ?e.metadata, "database unavailable");
+            if let Some(id) = crate::trace::request_id() {
+                metadata.insert("request_id".into(), id);
+            }
             e.message.clone()
         }
         _ => {
@@ -63,5 +73,34 @@ pub trait OrStatus<T> {
 impl<T> OrStatus<T> for crm_core::Result<T> {
     fn or_status(self) -> Result<T, Status> {
         self.map_err(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_name_the_request_not_the_cause() {
+        let e = Error::internal("the secret detail");
+        let st = status(e.clone());
+        assert_eq!(st.message(), "internal error");
+        let with_id = crate::trace::scoped("r-123".into(), async { status(e) }).await;
+        assert_eq!(with_id.message(), "internal error (request id r-123)");
+        let info = with_id.get_details_error_info();
+        assert_eq!(
+            info.and_then(|i| i.metadata.get("request_id").cloned()),
+            Some("r-123".to_owned())
+        );
+    }
+
+    #[test]
+    fn violations_and_messages_are_bounded() {
+        let many: Vec<_> = (0..500)
+            .map(|i| crm_core::FieldViolation::new(format!("lines[{i}].quantity"), "x".repeat(1000)))
+            .collect();
+        let st = status(Error::invalid_fields(many));
+        let bytes = st.details().len() + st.message().len();
+        assert!(bytes < 8 * 1024, "{bytes}");
     }
 }

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_init;
 mod m20261124_000002_tag_indexes;
+mod m20261125_000003_jobs;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_init::Migration),
             Box::new(m20261124_000002_tag_indexes::Migration),
+            Box::new(m20261125_000003_jobs::Migration),
         ]
     }
 }

@@ -12,7 +12,7 @@ pub use account::Account;
 pub use contact::{Contact, Email, Phone, Position, PostalAddress};
 pub use custom_field::{CustomFieldDefinition, CustomValue};
 pub use directory::{Team, Territory, User};
-pub use order::{Order, OrderLine};
+pub use order::{Order, OrderLine, OrderStatus, SalesChannel};
 pub use product::{Product, ProductGroup};
 pub use role::Role;
 

@@ -5,15 +5,27 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub const CHANNELS: &[&str] = &[
-    "UNSPECIFIED",
-    "DIRECT",
-    "ONLINE",
-    "RETAIL",
-    "PARTNER",
-    "PHONE",
-];
-pub const STATUSES: &[&str] = &["UNSPECIFIED", "OPEN", "FULFILLED", "CANCELLED", "RETURNED"];
+crate::named_enum! {
+    /// How an order reached the company.
+    pub enum SalesChannel {
+        Unspecified = "UNSPECIFIED",
+        Direct = "DIRECT",
+        Online = "ONLINE",
+        Retail = "RETAIL",
+        Partner = "PARTNER",
+        Phone = "PHONE",
+    }
+}
+
+crate::named_enum! {
+    /// Where an order stands.
+    pub enum OrderStatus {
+        Open = "OPEN",
+        Fulfilled = "FULFILLED",
+        Cancelled = "CANCELLED",
+        Returned = "RETURNED",
+    }
+}
 
 /// One line of an order; money in minor units of the order's currency.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -34,8 +46,8 @@ pub struct Order {
     pub account: Option<Uuid>,
     pub contact: Option<Uuid>,
     pub order_time: Option<DateTime<Utc>>,
-    pub channel: String,
-    pub status: String,
+    pub channel: SalesChannel,
+    pub status: OrderStatus,
     pub currency_code: String,
     pub lines: Vec<OrderLine>,
     /// Sum of line amounts (derived).
@@ -53,8 +65,8 @@ impl Resource for Order {
         FieldSpec::new("account", "account_id", Kind::Ref("accounts")).filter(),
         FieldSpec::new("contact", "contact_id", Kind::Ref("contacts")).filter(),
         FieldSpec::new("order_time", "order_time", Kind::Time).sort(),
-        FieldSpec::new("channel", "channel", Kind::Enum(CHANNELS)).filter(),
-        FieldSpec::new("status", "status", Kind::Enum(STATUSES)).filter(),
+        FieldSpec::new("channel", "channel", Kind::Enum(SalesChannel::NAMES)).filter(),
+        FieldSpec::new("status", "status", Kind::Enum(OrderStatus::NAMES)).filter(),
         FieldSpec::new("currency_code", "currency_code", Kind::Text)
             .filter()
             .immutable(),
@@ -74,12 +86,6 @@ impl Resource for Order {
         v.check(validate::currency("currency_code", &self.currency_code));
         if self.order_time.is_none() {
             v.add("order_time", "is required");
-        }
-        if self.channel.is_empty() {
-            self.channel = "UNSPECIFIED".into();
-        }
-        if self.status.is_empty() {
-            self.status = "OPEN".into();
         }
         if self.lines.is_empty() {
             v.add("lines", "an order needs at least one line");
@@ -181,7 +187,7 @@ mod tests {
         };
         assert!(o.validate().is_ok());
         assert_eq!(o.total, 2750);
-        assert_eq!(o.status, "OPEN");
+        assert_eq!(o.status, OrderStatus::Open);
     }
 
     #[test]

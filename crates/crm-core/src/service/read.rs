@@ -1,6 +1,8 @@
 //! Get, List and history checks.
 
 use super::*;
+use crate::codec;
+use sea_orm::QueryResult;
 
 impl Ctx {
     /// Get: NOT_FOUND when absent (or another tenant's), PERMISSION_DENIED when out of scope.
@@ -15,13 +17,36 @@ impl Ctx {
         id: Uuid,
     ) -> Result<Record<R>> {
         let scopes = self.scopes::<R>(Action::Read)?;
-        let Some((meta, obj)) = store::fetch::<R, _>(conn, self.tenant(), id).await? else {
+        let Some(row) = store::fetch_row::<R, _>(conn, self.tenant(), id).await? else {
             return Err(Error::not_found(format!("{}/{id}", R::COLLECTION)));
         };
-        if !self.in_scope::<R, _>(conn, scopes, &obj).await? {
+        if !self
+            .in_scope::<R, _>(conn, scopes, &scope_refs::<R>(scopes, &row)?)
+            .await?
+        {
             return Err(self.out_of_scope::<R>(Action::Read, id));
         }
-        self.mask(meta, obj)
+        let (skip, hidden) = self.read_mask::<R>();
+        let (meta, data) = store::decode_rows::<R>(std::slice::from_ref(&row), &skip)?
+            .pop()
+            .ok_or_else(|| Error::internal(format!("{}/{id} decoded to nothing", R::COLLECTION)))?;
+        Ok(Record { meta, data, hidden })
+    }
+
+    /// Which fields of `R` the caller may not read: a flag per entry of `R::FIELDS` (for the
+    /// row decoder) and their names (for [`Record::hidden`]).
+    fn read_mask<R: Resource>(&self) -> (Vec<bool>, Vec<&'static str>) {
+        let skip: Vec<bool> = R::FIELDS
+            .iter()
+            .map(|f| self.access::<R>(f.name) == FieldAccess::Hidden)
+            .collect();
+        let hidden = R::FIELDS
+            .iter()
+            .zip(&skip)
+            .filter(|(_, s)| **s)
+            .map(|(f, _)| f.name)
+            .collect();
+        (skip, hidden)
     }
 
     /// Checks the caller may read the history of a record of `c`: as for Get, but a
@@ -120,31 +145,58 @@ impl Ctx {
             store::list::<R, _>(&self.db.conn, self.tenant(), all, &order, limit + 1).await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match (more, rows.last()) {
-            (true, Some((meta, obj))) => PageToken {
+        let (skip, hidden) = self.read_mask::<R>();
+        let records = store::decode_rows::<R>(&rows, &skip)?;
+        let next_page_token = match (more, rows.last(), records.last()) {
+            (true, Some(row), Some((meta, _))) => PageToken {
                 v: terms
                     .iter()
                     .map(|t| match t.column {
-                        "create_time" => Json::String(rfc3339(meta.create_time)),
-                        "update_time" => Json::String(rfc3339(meta.update_time)),
-                        _ => obj.get(t.field).cloned().unwrap_or(Json::Null),
+                        "create_time" => Ok(Json::String(rfc3339(meta.create_time))),
+                        "update_time" => Ok(Json::String(rfc3339(meta.update_time))),
+                        // Read from the row: the value as stored, also of a field the
+                        // caller may not read (such fields are not sortable anyway).
+                        _ => match R::FIELDS.iter().find(|f| f.name == t.field) {
+                            Some(f) => codec::from_db(f, row),
+                            None => Ok(Json::Null),
+                        },
                     })
-                    .collect(),
+                    .collect::<Result<Vec<_>>>()?,
                 id: meta.id.to_string(),
                 q: digest,
             }
             .encode(),
             _ => String::new(),
         };
-        let items = rows
+        let items = records
             .into_iter()
-            .map(|(m, o)| self.mask(m, o))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|(meta, data)| Record {
+                meta,
+                data,
+                hidden: hidden.clone(),
+            })
+            .collect();
         Ok(Page {
             items,
             next_page_token,
         })
     }
+}
+
+/// The fields of a stored row that [`Ctx::in_scope`] reads (owner and territory, or the
+/// parent reference), as JSON; nothing when the scopes allow every record anyway.
+fn scope_refs<R: Resource>(scopes: ScopeSet, row: &QueryResult) -> Result<Map<String, Json>> {
+    let mut obj = Map::new();
+    if scopes.all || (!R::OWNED && R::SCOPE_PARENT.is_none()) {
+        return Ok(obj);
+    }
+    let parent = R::SCOPE_PARENT.map(|(column, _)| column);
+    for f in R::FIELDS {
+        if f.name == "owner" || f.name == "territory" || Some(f.column) == parent {
+            obj.insert(f.name.to_owned(), codec::from_db(f, row)?);
+        }
+    }
+    Ok(obj)
 }
 
 /// `(a, b, id) > (va, vb, vid)` with per-term directions, as OR of prefixes.

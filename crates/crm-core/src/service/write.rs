@@ -482,6 +482,7 @@ impl<'c> Tx<'c> {
             p.data.derive();
             p.obj = store::to_object(&p.data)?;
         }
+        check_enums::<R>(&p.obj)?;
         ctx.check_references::<R, _>(conn, p.meta.id, &p.obj, None)
             .await?;
         ctx.check_nested(conn, &p.data.nested_refs()).await?;
@@ -606,6 +607,7 @@ impl<'c> Tx<'c> {
             .filter(|f| changes.iter().any(|c| c.field == f.name))
             .map(|f| f.name)
             .collect();
+        check_enums::<R>(&new)?;
         ctx.check_references::<R, _>(conn, id, &new, Some(&changed))
             .await?;
         ctx.check_nested(conn, &data.nested_refs()).await?;
@@ -681,4 +683,21 @@ impl<'c> Tx<'c> {
         };
         R::after_write(self, AuditAction::Delete, &rec).await
     }
+}
+
+/// Every enum field holds one of its names: a value this version does not define is
+/// refused, never stored (typed resources cannot even build one; this guards the rest).
+fn check_enums<R: Resource>(obj: &Map<String, Json>) -> Result<()> {
+    for f in R::FIELDS {
+        if let Kind::Enum(names) = f.kind {
+            let v = obj.get(f.name).and_then(Json::as_str).unwrap_or_default();
+            if !names.contains(&v) {
+                return Err(Error::invalid(
+                    f.name,
+                    format!("{v:?} is not one of {}", names.join(", ")),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ pub mod contacts;
 pub mod custom_fields;
 pub mod directory;
 mod macros;
+pub mod operations;
 pub mod orders;
 pub mod products;
 
@@ -69,6 +70,7 @@ impl Gateway {
             )));
         }
         let principal = self.verifier.verify(token.trim()).or_status()?;
+        crate::trace::record_tenant(&principal.tenant);
         let db = self.db.get().ok_or_else(|| {
             status(Error::unavailable(
                 "the server is starting: the database is not ready yet",

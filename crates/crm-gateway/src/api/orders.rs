@@ -16,47 +16,52 @@ fn unknown(field: &str, v: i32) -> Error {
     Error::invalid(field, format!("{v} is not a defined value"))
 }
 
-fn channel_in(c: i32) -> Result<&'static str> {
+// The one wire mapping of each order enum.
+
+fn channel_in(c: i32) -> Result<model::SalesChannel> {
+    use model::SalesChannel as C;
     Ok(match pb::SalesChannel::try_from(c) {
-        Ok(pb::SalesChannel::Unspecified) => "UNSPECIFIED",
-        Ok(pb::SalesChannel::Direct) => "DIRECT",
-        Ok(pb::SalesChannel::Online) => "ONLINE",
-        Ok(pb::SalesChannel::Retail) => "RETAIL",
-        Ok(pb::SalesChannel::Partner) => "PARTNER",
-        Ok(pb::SalesChannel::Phone) => "PHONE",
+        Ok(pb::SalesChannel::Unspecified) => C::Unspecified,
+        Ok(pb::SalesChannel::Direct) => C::Direct,
+        Ok(pb::SalesChannel::Online) => C::Online,
+        Ok(pb::SalesChannel::Retail) => C::Retail,
+        Ok(pb::SalesChannel::Partner) => C::Partner,
+        Ok(pb::SalesChannel::Phone) => C::Phone,
         Err(_) => return Err(unknown("channel", c)),
     })
 }
 
-fn channel_out(c: &str) -> i32 {
+fn channel_out(c: model::SalesChannel) -> i32 {
+    use model::SalesChannel as C;
     (match c {
-        "DIRECT" => pb::SalesChannel::Direct,
-        "ONLINE" => pb::SalesChannel::Online,
-        "RETAIL" => pb::SalesChannel::Retail,
-        "PARTNER" => pb::SalesChannel::Partner,
-        "PHONE" => pb::SalesChannel::Phone,
-        _ => pb::SalesChannel::Unspecified,
+        C::Unspecified => pb::SalesChannel::Unspecified,
+        C::Direct => pb::SalesChannel::Direct,
+        C::Online => pb::SalesChannel::Online,
+        C::Retail => pb::SalesChannel::Retail,
+        C::Partner => pb::SalesChannel::Partner,
+        C::Phone => pb::SalesChannel::Phone,
     }) as i32
 }
 
-fn status_in(s: i32) -> Result<&'static str> {
+/// UNSPECIFIED means the default, OPEN.
+fn status_in(s: i32) -> Result<model::OrderStatus> {
+    use model::OrderStatus as S;
     Ok(match pb::OrderStatus::try_from(s) {
-        Ok(pb::OrderStatus::Unspecified) => "",
-        Ok(pb::OrderStatus::Open) => "OPEN",
-        Ok(pb::OrderStatus::Fulfilled) => "FULFILLED",
-        Ok(pb::OrderStatus::Cancelled) => "CANCELLED",
-        Ok(pb::OrderStatus::Returned) => "RETURNED",
+        Ok(pb::OrderStatus::Unspecified | pb::OrderStatus::Open) => S::Open,
+        Ok(pb::OrderStatus::Fulfilled) => S::Fulfilled,
+        Ok(pb::OrderStatus::Cancelled) => S::Cancelled,
+        Ok(pb::OrderStatus::Returned) => S::Returned,
         Err(_) => return Err(unknown("status", s)),
     })
 }
 
-fn status_out(s: &str) -> i32 {
+fn status_out(s: model::OrderStatus) -> i32 {
+    use model::OrderStatus as S;
     (match s {
-        "OPEN" => pb::OrderStatus::Open,
-        "FULFILLED" => pb::OrderStatus::Fulfilled,
-        "CANCELLED" => pb::OrderStatus::Cancelled,
-        "RETURNED" => pb::OrderStatus::Returned,
-        _ => pb::OrderStatus::Unspecified,
+        S::Open => pb::OrderStatus::Open,
+        S::Fulfilled => pb::OrderStatus::Fulfilled,
+        S::Cancelled => pb::OrderStatus::Cancelled,
+        S::Returned => pb::OrderStatus::Returned,
     }) as i32
 }
 
@@ -85,8 +90,8 @@ impl Wire<model::Order> for pb::Order {
             account: reference("account", "accounts", &self.account)?,
             contact: reference("contact", "contacts", &self.contact)?,
             order_time: from_ts("order_time", self.order_time)?,
-            channel: channel_in(self.channel)?.to_owned(),
-            status: status_in(self.status)?.to_owned(),
+            channel: channel_in(self.channel)?,
+            status: status_in(self.status)?,
             currency_code: code,
             lines,
             total: 0,
@@ -103,8 +108,8 @@ impl Wire<model::Order> for pb::Order {
             account: name("accounts", d.account),
             contact: name("contacts", d.contact),
             order_time: opt_ts(d.order_time),
-            channel: channel_out(&d.channel),
-            status: status_out(&d.status),
+            channel: channel_out(d.channel),
+            status: status_out(d.status),
             lines: d
                 .lines
                 .into_iter()
