@@ -85,6 +85,29 @@ async fn new_contact(s: &TestServer, token: &str, name: &str) -> Contact {
         .into_inner()
 }
 
+async fn new_product(s: &TestServer, token: &str) -> Product {
+    s.products()
+        .create_product(req(
+            token,
+            CreateProductRequest {
+                product: Some(Product {
+                    sku: "P1".into(),
+                    display_name: "P".into(),
+                    list_price: Some(crm_api::google::r#type::Money {
+                        currency_code: "EUR".into(),
+                        units: 10,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Positions follow their contact's permissions, for every demo role: create, get, list
 /// (default order, by title, filtered by account), update, history, delete.
 async fn positions_work_for_every_demo_role(backend: Backend) {
@@ -498,27 +521,7 @@ async fn concurrent_moves_never_make_cycles(backend: Backend) {
 async fn errors_are_bounded(backend: Backend) {
     let s = TestServer::start(backend).await;
     let d = demo(&s).await;
-    let product = s
-        .products()
-        .create_product(req(
-            &d.admin,
-            CreateProductRequest {
-                product: Some(Product {
-                    sku: "P1".into(),
-                    display_name: "P".into(),
-                    list_price: Some(crm_api::google::r#type::Money {
-                        currency_code: "EUR".into(),
-                        units: 10,
-                        nanos: 0,
-                    }),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let product = new_product(&s, &d.admin).await;
     let contact = new_contact(&s, &d.admin, "Ann").await;
     let lines = (0..200)
         .map(|_| OrderLine {
@@ -889,27 +892,7 @@ async fn references_need_read_access(backend: Backend) {
         reason(&expect_code(e, Code::PermissionDenied)),
         "OUT_OF_SCOPE"
     );
-    let product = s
-        .products()
-        .create_product(req(
-            &d.admin,
-            CreateProductRequest {
-                product: Some(Product {
-                    sku: "P1".into(),
-                    display_name: "P".into(),
-                    list_price: Some(crm_api::google::r#type::Money {
-                        currency_code: "EUR".into(),
-                        units: 10,
-                        nanos: 0,
-                    }),
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let product = new_product(&s, &d.admin).await;
     let e = s
         .orders()
         .create_order(req(
@@ -1040,7 +1023,9 @@ async fn protocol_limits_and_reflection(backend: Backend) {
         .insert("x-request-id", "trace-me-42".parse().unwrap());
     let ok = s.contacts().list_contacts(r).await.unwrap();
     assert_eq!(
-        ok.metadata().get("x-request-id").and_then(|v| v.to_str().ok()),
+        ok.metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
         Some("trace-me-42")
     );
     let fresh = s
@@ -1048,7 +1033,10 @@ async fn protocol_limits_and_reflection(backend: Backend) {
         .list_contacts(req(&d.admin, ListContactsRequest::default()))
         .await
         .unwrap();
-    let id = fresh.metadata().get("x-request-id").and_then(|v| v.to_str().ok());
+    let id = fresh
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok());
     assert!(id.is_some_and(|i| Uuid::try_parse(i).is_ok()), "{id:?}");
     // Reflection v1alpha lists the services.
     use tonic_reflection::pb::v1alpha::{

@@ -52,7 +52,12 @@ impl Resource for Lead {
 
     fn validate(&mut self) -> Result<()> {
         let mut v = Violations::new();
-        if let Some(s) = v.check(validate::text("display_name", &self.display_name, 300, true)) {
+        if let Some(s) = v.check(validate::text(
+            "display_name",
+            &self.display_name,
+            300,
+            true,
+        )) {
             self.display_name = s;
         }
         if let Some(s) = v.check(validate::text("company", &self.company, 300, false)) {
@@ -71,7 +76,10 @@ impl Resource for Lead {
     ) -> HookFuture<'a> {
         Box::pin(async move {
             if data.status == LeadStatus::Converted && data.account.is_none() {
-                return Err(Error::invalid("account", "a converted lead names its account"));
+                return Err(Error::invalid(
+                    "account",
+                    "a converted lead names its account",
+                ));
             }
             Ok(())
         })
@@ -120,8 +128,13 @@ pub async fn convert(ctx: &Ctx, lead: Uuid) -> Result<(Uuid, Uuid)> {
         account: Some(account.meta.id),
         ..Default::default()
     };
-    tx.update(lead, change, &["status".into(), "account".into()], &l.meta.etag())
-        .await?;
+    tx.update(
+        lead,
+        change,
+        &["status".into(), "account".into()],
+        &l.meta.etag(),
+    )
+    .await?;
     tx.commit().await?;
     Ok((account.meta.id, contact.meta.id))
 }

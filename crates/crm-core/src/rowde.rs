@@ -14,7 +14,7 @@ use crate::resource::{FieldSpec, Kind, Meta, Resource};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sea_orm::sqlx::postgres::PgRow;
 use sea_orm::sqlx::sqlite::SqliteRow;
-use sea_orm::sqlx::{self, ColumnIndex, Decode, Postgres, Row, Sqlite, Type, ValueRef};
+use sea_orm::sqlx::{self, Column, ColumnIndex, Decode, Postgres, Row, Sqlite, Type, ValueRef};
 use sea_orm::{DbErr, QueryResult, RuntimeErr};
 use serde::de::value::BorrowedStrDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -25,25 +25,30 @@ use uuid::Uuid;
 /// The driver's row behind a [`QueryResult`].
 #[derive(Clone, Copy)]
 enum Raw<'r> {
-    Pg(&'r PgRow),
+    /// With whether the columns' types were checked once for the whole query (PostgreSQL
+    /// describes the columns once per statement, so every row has the same types).
+    Pg(&'r PgRow, bool),
     Lite(&'r SqliteRow),
 }
 
 impl<'r> Raw<'r> {
     fn of(row: &'r QueryResult) -> Option<Self> {
         if let Some(r) = row.try_as_pg_row() {
-            return Some(Raw::Pg(r));
+            return Some(Raw::Pg(r, false));
         }
         row.try_as_sqlite_row().map(Raw::Lite)
     }
 
-    /// The value of column `i`, with the driver's own type checks (as `QueryResult::try_get`).
+    /// The value of column `i`, with the driver's own type checks (as `QueryResult::try_get`),
+    /// made once per query on PostgreSQL ([`Layout::of`]) and per value on SQLite (whose
+    /// values each have their own type).
     fn get<T>(self, i: usize) -> Result<T, DeError>
     where
         T: Decode<'r, Postgres> + Type<Postgres> + Decode<'r, Sqlite> + Type<Sqlite>,
     {
         match self {
-            Raw::Pg(r) => r.try_get::<T, usize>(i),
+            Raw::Pg(r, true) => r.try_get_unchecked::<T, usize>(i),
+            Raw::Pg(r, false) => r.try_get::<T, usize>(i),
             Raw::Lite(r) => r.try_get::<T, usize>(i),
         }
         .map_err(DeError::sqlx)
@@ -51,25 +56,49 @@ impl<'r> Raw<'r> {
 
     fn is_null(self, i: usize) -> Result<bool, DeError> {
         match self {
-            Raw::Pg(r) => r.try_get_raw(i).map(|v| v.is_null()),
+            Raw::Pg(r, _) => r.try_get_raw(i).map(|v| v.is_null()),
             Raw::Lite(r) => r.try_get_raw(i).map(|v| v.is_null()),
         }
         .map_err(DeError::sqlx)
     }
 
-    fn index(self, column: &str) -> Result<usize, DeError> {
+    /// The position of `column`: `expected` when the column is there (as [`select`] puts
+    /// it), else looked up by name.
+    ///
+    /// [`select`]: crate::store::select
+    fn index(self, column: &str, expected: usize) -> Result<usize, DeError> {
+        fn at<C: Column>(columns: &[C], column: &str, expected: usize) -> Option<usize> {
+            columns
+                .get(expected)
+                .filter(|c| c.name() == column)
+                .map(|_| expected)
+        }
         match self {
-            Raw::Pg(r) => column.index(r),
-            Raw::Lite(r) => column.index(r),
+            Raw::Pg(r, _) => at(r.columns(), column, expected).map_or_else(|| column.index(r), Ok),
+            Raw::Lite(r) => at(r.columns(), column, expected).map_or_else(|| column.index(r), Ok),
         }
         .map_err(DeError::sqlx)
     }
+
+    /// Whether column `i` holds what `T` decodes (PostgreSQL; per value elsewhere).
+    fn compatible<T: Type<Postgres>>(self, i: usize) -> bool {
+        match self {
+            Raw::Pg(r, _) => r
+                .columns()
+                .get(i)
+                .is_some_and(|c| T::compatible(c.type_info())),
+            Raw::Lite(_) => false,
+        }
+    }
 }
 
-/// Where a resource's columns are in the rows of one query, looked up once per query.
+/// Where a resource's columns are in the rows of one query, and whether their types were
+/// checked, found once per query.
 pub(crate) struct Layout {
     meta: [usize; 4],
     fields: Vec<usize>,
+    /// Every column's type was checked against what its field decodes (PostgreSQL).
+    checked: bool,
 }
 
 impl Layout {
@@ -80,18 +109,38 @@ impl Layout {
             return Ok(None);
         };
         let collection = R::COLLECTION;
-        let at = |c: &str| raw.index(c).map_err(|e| e.into_error(collection));
+        let at =
+            |c: &str, expected: usize| raw.index(c, expected).map_err(|e| e.into_error(collection));
+        let meta = [
+            at("id", 0)?,
+            at("revision", 1)?,
+            at("create_time", 2)?,
+            at("update_time", 3)?,
+        ];
+        let fields: Vec<usize> = R::FIELDS
+            .iter()
+            .enumerate()
+            .map(|(i, f)| at(f.column, meta.len() + i))
+            .collect::<Result<_>>()?;
+        let [id, revision, create_time, update_time] = meta;
+        let checked = raw.compatible::<Uuid>(id)
+            && raw.compatible::<i64>(revision)
+            && raw.compatible::<DateTime<Utc>>(create_time)
+            && raw.compatible::<DateTime<Utc>>(update_time)
+            && R::FIELDS.iter().zip(&fields).all(|(f, i)| match f.kind {
+                Kind::Int => raw.compatible::<i64>(*i),
+                Kind::Bool => raw.compatible::<bool>(*i),
+                Kind::Time => raw.compatible::<DateTime<Utc>>(*i),
+                Kind::Date => raw.compatible::<NaiveDate>(*i),
+                Kind::Ref(_) => raw.compatible::<Uuid>(*i),
+                Kind::Text | Kind::Enum(_) | Kind::Tags | Kind::RefList(_) | Kind::Json => {
+                    raw.compatible::<&str>(*i)
+                }
+            });
         Ok(Some(Layout {
-            meta: [
-                at("id")?,
-                at("revision")?,
-                at("create_time")?,
-                at("update_time")?,
-            ],
-            fields: R::FIELDS
-                .iter()
-                .map(|f| at(f.column))
-                .collect::<Result<_>>()?,
+            meta,
+            fields,
+            checked,
         }))
     }
 }
@@ -103,8 +152,16 @@ pub(crate) fn decode<R: Resource>(
     layout: &Layout,
     skip: &[bool],
 ) -> Result<(Meta, R)> {
-    let raw = Raw::of(row)
-        .ok_or_else(|| Error::internal(format!("a row of {} of no known driver", R::COLLECTION)))?;
+    let raw = match Raw::of(row) {
+        Some(Raw::Pg(r, _)) => Raw::Pg(r, layout.checked),
+        Some(raw) => raw,
+        None => {
+            return Err(Error::internal(format!(
+                "a row of {} of no known driver",
+                R::COLLECTION
+            )));
+        }
+    };
     let meta = meta(raw, layout).map_err(|e| e.into_error(R::COLLECTION))?;
     let de = RowDe {
         raw,
@@ -422,6 +479,28 @@ impl<'r> Deserializer<'r> for Cell<'r> {
         }
     }
 
+    /// A reference is handed to `Uuid` as its 16 bytes (see `is_human_readable`), not as
+    /// text to parse back.
+    fn deserialize_bytes<V: Visitor<'r>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.field.kind {
+            Kind::Json => json(self.field, self.text()?, |de| de.deserialize_bytes(visitor)),
+            Kind::Ref(_) => match self.raw.get::<Option<Uuid>>(self.column)? {
+                Some(u) => visitor.visit_bytes(u.as_bytes()),
+                None => visitor.visit_unit(),
+            },
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'r>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_bytes(visitor)
+    }
+
+    /// Readable everywhere but in references, so `Uuid` asks for bytes there.
+    fn is_human_readable(&self) -> bool {
+        !matches!(self.field.kind, Kind::Ref(_))
+    }
+
     fn deserialize_ignored_any<V: Visitor<'r>>(self, visitor: V) -> Result<V::Value, DeError> {
         match self.json_text()? {
             Some(text) => json(self.field, text, |de| de.deserialize_ignored_any(visitor)),
@@ -433,7 +512,7 @@ impl<'r> Deserializer<'r> for Cell<'r> {
         deserialize_bool; deserialize_i8; deserialize_i16; deserialize_i32; deserialize_i64;
         deserialize_i128; deserialize_u8; deserialize_u16; deserialize_u32; deserialize_u64;
         deserialize_u128; deserialize_f32; deserialize_f64; deserialize_char; deserialize_str;
-        deserialize_string; deserialize_bytes; deserialize_byte_buf; deserialize_unit;
+        deserialize_string; deserialize_unit;
         deserialize_unit_struct(name: &'static str);
         deserialize_seq;
         deserialize_tuple(len: usize);
@@ -465,38 +544,67 @@ mod tests {
         store::from_object(obj).unwrap()
     }
 
-    fn column_type(kind: Kind) -> &'static str {
+    /// Column types as the migrations make them.
+    fn column_type(backend: DbBackend, kind: Kind) -> &'static str {
+        let pg = backend == DbBackend::Postgres;
         match kind {
             Kind::Int => "BIGINT NOT NULL",
             Kind::Bool => "BOOLEAN NOT NULL",
+            Kind::Time if pg => "TIMESTAMPTZ NULL",
+            Kind::Date if pg => "DATE NULL",
+            Kind::Ref(_) if pg => "UUID NULL",
             Kind::Time | Kind::Date => "TEXT NULL",
             Kind::Ref(_) => "BLOB NULL",
             _ => "TEXT NOT NULL",
         }
     }
 
+    /// The databases to test on: SQLite in memory, and PostgreSQL when
+    /// `CRM_TEST_POSTGRES_URL` is set (temporary tables, so nothing stays behind).
+    fn databases() -> Vec<String> {
+        let mut urls = vec!["sqlite::memory:".to_owned()];
+        if let Ok(pg) = std::env::var("CRM_TEST_POSTGRES_URL") {
+            urls.push(pg);
+        }
+        urls
+    }
+
     /// Stores `records`, reads them back through the row decoder and through JSON, with no
-    /// field hidden, each single field hidden and every field hidden.
+    /// field hidden, each single field hidden and every field hidden, on every database.
     async fn round_trip<R: Resource + PartialEq + std::fmt::Debug>(records: Vec<R>) {
-        let mut opts = ConnectOptions::new("sqlite::memory:");
+        for url in databases() {
+            round_trip_on(&url, &records).await;
+        }
+    }
+
+    async fn round_trip_on<R: Resource + PartialEq + std::fmt::Debug>(url: &str, records: &[R]) {
+        let mut opts = ConnectOptions::new(url);
         opts.max_connections(1).min_connections(1);
         let conn = Database::connect(opts).await.unwrap();
+        let backend = conn.get_database_backend();
+        let pg = backend == DbBackend::Postgres;
         let columns: Vec<String> = R::FIELDS
             .iter()
-            .map(|f| format!("{} {}", f.column, column_type(f.kind)))
+            .map(|f| format!("{} {}", f.column, column_type(backend, f.kind)))
             .collect();
+        let (id, time) = if pg {
+            ("UUID", "TIMESTAMPTZ")
+        } else {
+            ("BLOB", "TEXT")
+        };
         let ddl = format!(
-            "CREATE TABLE {} (tenant_id TEXT NOT NULL, id BLOB NOT NULL, revision BIGINT NOT \
-             NULL, create_time TEXT NOT NULL, update_time TEXT NOT NULL, delete_time TEXT \
-             NULL, {})",
+            "CREATE {} TABLE {} (tenant_id TEXT NOT NULL, id {id} NOT NULL, revision BIGINT \
+             NOT NULL, create_time {time} NOT NULL, update_time {time} NOT NULL, delete_time \
+             {time} NULL, {})",
+            if pg { "TEMPORARY" } else { "" },
             R::TABLE,
             columns.join(", ")
         );
-        conn.execute_raw(Statement::from_string(DbBackend::Sqlite, ddl))
+        conn.execute_raw(Statement::from_string(backend, ddl))
             .await
             .unwrap();
         let now = DateTime::from_timestamp(1_764_000_000, 123_456_000).unwrap();
-        for data in &records {
+        for data in records {
             let meta = Meta {
                 id: Uuid::now_v7(),
                 revision: 3,
@@ -511,8 +619,19 @@ mod tests {
         let rows = conn.query_all(&store::select::<R>("t")).await.unwrap();
         assert_eq!(rows.len(), records.len());
         let layout = Layout::of::<R>(&rows[0]).unwrap().unwrap();
+        // PostgreSQL's column types are checked once for all rows; SQLite's per value.
+        assert_eq!(layout.checked, pg, "{url}");
         let n = R::FIELDS.len();
-        for (row, want) in rows.iter().zip(&records) {
+        let sorted = |mut v: Vec<(Meta, R)>| {
+            v.sort_by_key(|(m, _)| m.id);
+            v
+        };
+        let decoded = sorted(store::decode_rows::<R>(&rows, &vec![false; n]).unwrap());
+        assert_eq!(decoded.len(), records.len());
+        for ((_, got), want) in decoded.iter().zip(records) {
+            assert_eq!(got, want, "{url}");
+        }
+        for (row, want) in rows.iter().zip(records) {
             let (meta, got) = decode::<R>(row, &layout, &vec![false; n]).unwrap();
             assert_eq!(&got, want);
             assert_eq!(got, via_json::<R>(row, &vec![false; n]));

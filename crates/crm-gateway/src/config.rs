@@ -312,3 +312,35 @@ impl Settings {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod jobs_tests {
+    use super::*;
+
+    #[test]
+    fn job_defaults_are_the_runners_and_are_valid() {
+        let j = Jobs::default();
+        assert!(j.enabled);
+        assert_eq!(j.runner(), crm_core::jobs::RunnerSettings::default());
+        assert_eq!(Settings::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn job_settings_are_checked() {
+        let bad = |f: fn(&mut Jobs)| {
+            let mut s = Settings::default();
+            f(&mut s.jobs);
+            s.validate().unwrap_err()
+        };
+        assert!(bad(|j| j.lease_ms = 10).contains("jobs.lease_ms"));
+        assert!(bad(|j| j.concurrency = 0).contains("jobs.concurrency"));
+        assert!(bad(|j| j.batch_size = 5000).contains("jobs.batch_size"));
+        assert!(bad(|j| j.retry_max_ms = 1).contains("jobs.retry_max_ms"));
+        let keep = Jobs {
+            retention_hours: 0,
+            ..Jobs::default()
+        };
+        assert!(keep.runner().retention.is_zero());
+    }
+}

@@ -48,9 +48,19 @@ pub fn from_date(field: &str, d: Option<gt::Date>) -> Result<Option<NaiveDate>> 
     }
 }
 
+/// `collection/{id}` ([`ids::format_name`]), built without the formatting machinery: lists
+/// name every record and its references.
 pub fn name(collection: &str, id: Option<Uuid>) -> String {
-    id.map(|i| ids::format_name(collection, i))
-        .unwrap_or_default()
+    let Some(id) = id else {
+        return String::new();
+    };
+    let mut buf = Uuid::encode_buffer();
+    let id = id.hyphenated().encode_lower(&mut buf);
+    let mut s = String::with_capacity(collection.len() + 1 + id.len());
+    s.push_str(collection);
+    s.push('/');
+    s.push_str(id);
+    s
 }
 
 pub fn reference(field: &str, collection: &str, name: &str) -> Result<Option<Uuid>> {
@@ -163,4 +173,17 @@ pub fn custom_out(
             (k, crm_api::v1::CustomFieldValue { kind: Some(kind) })
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_as_ids_formats_them() {
+        let id = Uuid::now_v7();
+        assert_eq!(name("contacts", Some(id)), ids::format_name("contacts", id));
+        assert_eq!(name("users", None), "");
+    }
 }

@@ -109,7 +109,7 @@ where
 }
 
 /// The `grpc-timeout` request header (`<at most 8 digits><H|M|S|m|u|n>`), if valid.
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     let v = headers.get("grpc-timeout")?.to_str().ok()?;
     if !(2..=9).contains(&v.len()) || !v.is_ascii() {
         return None;

@@ -191,38 +191,54 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(v1::account_service_server::AccountServiceServer::new(
-            api::accounts::Accounts(gw.clone()),
-        ).max_decoding_message_size(limit))
-        .add_service(v1::contact_service_server::ContactServiceServer::new(
-            api::contacts::Contacts(gw.clone()),
-        ).max_decoding_message_size(limit))
+        .add_service(
+            v1::account_service_server::AccountServiceServer::new(api::accounts::Accounts(
+                gw.clone(),
+            ))
+            .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::contact_service_server::ContactServiceServer::new(api::contacts::Contacts(
+                gw.clone(),
+            ))
+            .max_decoding_message_size(limit),
+        )
         .add_service(
             v1::custom_field_service_server::CustomFieldServiceServer::new(
                 api::custom_fields::CustomFields(gw.clone()),
-            ).max_decoding_message_size(limit),
+            )
+            .max_decoding_message_size(limit),
         )
-        .add_service(v1::product_service_server::ProductServiceServer::new(
-            api::products::Products(gw.clone()),
-        ).max_decoding_message_size(limit))
-        .add_service(v1::order_service_server::OrderServiceServer::new(
-            api::orders::Orders(gw.clone()),
-        ).max_decoding_message_size(limit))
-        .add_service(v1::directory_service_server::DirectoryServiceServer::new(
-            api::directory::Directory(gw.clone()),
-        ).max_decoding_message_size(limit))
-        .add_service(v1::access_service_server::AccessServiceServer::new(
-            api::access::Access(gw.clone()),
-        ).max_decoding_message_size(limit))
+        .add_service(
+            v1::product_service_server::ProductServiceServer::new(api::products::Products(
+                gw.clone(),
+            ))
+            .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::order_service_server::OrderServiceServer::new(api::orders::Orders(gw.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::directory_service_server::DirectoryServiceServer::new(api::directory::Directory(
+                gw.clone(),
+            ))
+            .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::access_service_server::AccessServiceServer::new(api::access::Access(gw.clone()))
+                .max_decoding_message_size(limit),
+        )
         .add_service(
             crm_api::google::longrunning::operations_server::OperationsServer::new(
                 api::operations::Operations(gw.clone()),
             )
             .max_decoding_message_size(limit),
         )
-        .add_service(v1::audit_service_server::AuditServiceServer::new(
-            api::audit::Audit(gw),
-        ).max_decoding_message_size(limit))
+        .add_service(
+            v1::audit_service_server::AuditServiceServer::new(api::audit::Audit(gw))
+                .max_decoding_message_size(limit),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     // In-flight RPCs are drained; now the jobs (handlers told to stop, the unfinished given

@@ -97,7 +97,9 @@ mod tests {
     #[test]
     fn violations_and_messages_are_bounded() {
         let many: Vec<_> = (0..500)
-            .map(|i| crm_core::FieldViolation::new(format!("lines[{i}].quantity"), "x".repeat(1000)))
+            .map(|i| {
+                crm_core::FieldViolation::new(format!("lines[{i}].quantity"), "x".repeat(1000))
+            })
             .collect();
         let st = status(Error::invalid_fields(many));
         let bytes = st.details().len() + st.message().len();

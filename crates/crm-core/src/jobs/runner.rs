@@ -49,7 +49,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
@@ -182,6 +182,8 @@ struct Shared {
     owner: String,
     counters: Counters,
     wake: Arc<Notify>,
+    /// Outcomes handed to the finisher and not yet written, at most `concurrency`.
+    unwritten: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -234,6 +236,7 @@ impl Runner {
             owner: format!("{host}/{}", Uuid::now_v7()),
             counters: Counters::default(),
             wake: Arc::new(Notify::new()),
+            unwritten: Arc::new(Semaphore::new(settings.concurrency.max(1) as usize)),
         });
         if let Ok(mut list) = RUNNERS.lock() {
             list.push(Arc::downgrade(&shared.wake));
@@ -470,7 +473,8 @@ enum Action {
 struct Finish {
     lease: Lease,
     action: Action,
-    written: oneshot::Sender<()>,
+    /// One of the runner's `unwritten` permits, given back once written.
+    _unwritten: OwnedSemaphorePermit,
 }
 
 /// Runs one claimed job to its end and hands the outcome to the finisher.
@@ -496,19 +500,17 @@ async fn supervise(
             }
         },
     };
-    let (written, done) = oneshot::channel();
-    if finish
-        .send(Finish {
-            lease,
-            action,
-            written,
-        })
-        .is_ok()
-    {
-        // Holding the slot until the outcome is written keeps a slow database from piling
-        // up claimed work.
-        let _ = done.await;
-    }
+    // The slot frees as soon as the handler is done, so the next claim overlaps the write of
+    // this outcome; at most `concurrency` outcomes wait to be written, so a slow database
+    // still holds back the claims.
+    let Ok(permit) = shared.unwritten.clone().acquire_owned().await else {
+        return;
+    };
+    let _ = finish.send(Finish {
+        lease,
+        action,
+        _unwritten: permit,
+    });
 }
 
 /// What to do with a claimed job without running it, if anything.
@@ -717,7 +719,6 @@ async fn write_outcomes(shared: &Shared, batch: Vec<Finish>) {
                     tracing::warn!(owner = %shared.owner, job = %f.lease.id, "a result came after the job's lease was lost: not recorded");
                 }
             }
-            let _ = f.written.send(());
         }
     }
     for f in others {
@@ -736,7 +737,6 @@ async fn write_outcomes(shared: &Shared, batch: Vec<Finish>) {
                 }
             }
         }
-        let _ = f.written.send(());
     }
 }
 

@@ -120,26 +120,34 @@ pub(crate) fn decode(r: &QueryResult) -> Result<Job> {
 }
 
 /// Runs a writing statement; on SQLite in a write transaction (the writer's turn), on
-/// PostgreSQL as a statement of its own.
+/// PostgreSQL as a statement of its own. Like every statement of the runner it is bounded by
+/// the pool's statement timeout ([`Db::within`]): a database that stops answering (a network
+/// partition) makes it fail with UNAVAILABLE instead of hanging the runner.
 async fn exec<S: StatementBuilder>(db: &Db, stmt: &S) -> Result<u64> {
-    if db.backend() == DbBackend::Postgres {
-        return Ok(db.conn.execute(stmt).await?.rows_affected());
-    }
-    let tx = db.begin_write().await?;
-    let n = tx.txn.execute(stmt).await?.rows_affected();
-    tx.commit().await?;
-    Ok(n)
+    db.within(db.timeout(), async {
+        if db.backend() == DbBackend::Postgres {
+            return Ok(db.conn.execute(stmt).await?.rows_affected());
+        }
+        let tx = db.begin_write().await?;
+        let n = tx.txn.execute(stmt).await?.rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    })
+    .await
 }
 
 /// [`exec`] for a statement with RETURNING.
 async fn query<S: StatementBuilder>(db: &Db, stmt: &S) -> Result<Vec<QueryResult>> {
-    if db.backend() == DbBackend::Postgres {
-        return Ok(db.conn.query_all(stmt).await?);
-    }
-    let tx = db.begin_write().await?;
-    let rows = tx.txn.query_all(stmt).await?;
-    tx.commit().await?;
-    Ok(rows)
+    db.within(db.timeout(), async {
+        if db.backend() == DbBackend::Postgres {
+            return Ok(db.conn.query_all(stmt).await?);
+        }
+        let tx = db.begin_write().await?;
+        let rows = tx.txn.query_all(stmt).await?;
+        tx.commit().await?;
+        Ok(rows)
+    })
+    .await
 }
 
 /// Claims up to `limit` jobs of the given kinds that are due (QUEUED with `wake_time <= now`)
@@ -411,7 +419,10 @@ pub(crate) async fn inactive_tenants(db: &Db, ids: &[&str]) -> Result<Vec<(Strin
         .and_where(Expr::col(col("id")).is_in(ids.iter().copied()));
     let mut found = Vec::new();
     let mut inactive = Vec::new();
-    for r in db.conn.query_all(&q).await? {
+    let rows = db
+        .within(db.timeout(), async { Ok(db.conn.query_all(&q).await?) })
+        .await?;
+    for r in rows {
         let id: String = r.try_get("", "id")?;
         let status: String = r.try_get("", "status")?;
         if status != "ACTIVE" {

@@ -164,23 +164,9 @@ pub fn operation(job: &Job) -> lro::Operation {
     }
 }
 
-/// The `grpc-timeout` request header (`<at most 8 digits><H|M|S|m|u|n>`), if valid.
+/// The client's deadline (`grpc-timeout`), as the deadline layer reads it.
 fn client_deadline<T>(r: &Request<T>) -> Option<Duration> {
-    let v = r.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    crate::deadline::grpc_timeout(&r.metadata().clone().into_headers())
 }
 
 /// How long WaitOperation waits: the request's timeout, within the RPC's own bound (the
