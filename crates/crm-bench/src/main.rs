@@ -55,13 +55,14 @@ struct RunArgs {
     #[arg(long, default_value_t = 3)]
     warmup: u64,
     /// Comma-separated scenarios: echo, get-contact, list-contacts, create-contact, and the
-    /// raw-database baselines pg-select, pg-list, pg-create (see `--pg-url`).
+    /// raw-database baselines pg-select, pg-get, pg-list, pg-create (see `--pg-url`).
     #[arg(long, default_value = "echo,get-contact,list-contacts,create-contact")]
     scenarios: String,
     /// The gateway's PostgreSQL database: each gateway scenario is then followed by its
     /// raw-database baseline run by pgbench (get-contact by `pgbench -S`, list-contacts by
     /// the same SELECT, create-contact by the same transaction), with the same clients and
-    /// duration, and the table gets a ratio to it.
+    /// duration, and the table gets a ratio to it (get-contact is also followed by pg-get, its
+    /// own SELECT by pgbench, for reference).
     #[arg(long, env = "CRM_BENCH_PG_URL")]
     pg_url: Option<String>,
     /// The pgbench binary.
@@ -315,6 +316,11 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 scale: args.pgbench_scale,
                 tenant,
                 actor,
+                contact: names
+                    .first()
+                    .and_then(|n| n.strip_prefix("contacts/"))
+                    .unwrap_or_default()
+                    .to_owned(),
                 sampling: args.pgbench_sampling,
             })
         }
@@ -335,6 +341,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             && (b != "pg-list" || default_list)
         {
             scenarios.push(b);
+            // For reference: the gateway's own GetContact SELECT, by pgbench.
+            if b == "pg-select" && !args.scenarios.split(',').any(|x| x.trim() == "pg-get") {
+                scenarios.push("pg-get");
+            }
         }
     }
     let mut baseline_commands = Vec::new();
@@ -343,7 +353,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     for s in scenarios {
         let token = args.token.clone();
         let o = match s {
-            "pg-select" | "pg-list" | "pg-create" => {
+            "pg-select" | "pg-get" | "pg-list" | "pg-create" => {
                 let Some(pg) = &pgbench else {
                     return Err(format!("{s} needs --pg-url").into());
                 };
@@ -474,7 +484,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for o in &outcomes {
-        let is_baseline = pg::compared_with(&o.name).is_some();
+        let is_baseline = o.name.starts_with("pg-");
         let ratio = match echo_rate {
             Some(e) if !is_baseline => format!("{:.3}", o.rate() / e),
             _ => "-".to_string(),

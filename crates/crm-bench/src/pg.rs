@@ -5,6 +5,7 @@
 //! - `pg-select` (for `get-contact`): pgbench's built-in primary-key select, `pgbench -S`,
 //!   on pgbench's own tables (created in the database with `pgbench -i -s <scale>` when
 //!   missing);
+//! - `pg-get` (for reference): the very `SELECT` of `GetContact`, for one contact;
 //! - `pg-list` (for `list-contacts`): the very `SELECT` the gateway runs for the default
 //!   list scenario (captured from the gateway with `log_min_duration_statement = 0`), with
 //!   the same parameters bound;
@@ -35,17 +36,13 @@ pub fn baseline_of(scenario: &str) -> Option<&'static str> {
         .map(|(b, _)| *b)
 }
 
-/// The gateway scenario a baseline is compared with.
-pub fn compared_with(baseline: &str) -> Option<&'static str> {
-    BASELINES
-        .iter()
-        .find(|(b, _)| *b == baseline)
-        .map(|(_, s)| *s)
-}
-
 /// `SELECT` of `ListContacts` with `filter: region = "DE" AND tags:"vip"`,
 /// `order_by: display_name`, `page_size: 50`, as the gateway sends it (LIMIT page + 1).
 const LIST_SQL: &str = r#"SELECT "id", "revision", "create_time", "update_time", "given_name", "family_name", "display_name", "phones", "emails", "addresses", "birth_date", "region", "tags", "owner_id", "territory_id", "custom_fields" FROM "contacts" WHERE "tenant_id" = :tenant AND "delete_time" IS NULL AND ("region" = :region AND (string_to_array("tags", '|') @> string_to_array(:tag, '|'))) ORDER BY "display_name" ASC, "id" ASC LIMIT :limit;
+"#;
+
+/// `SELECT` of `GetContact` as the gateway sends it.
+const GET_SQL: &str = r#"SELECT "id", "revision", "create_time", "update_time", "given_name", "family_name", "display_name", "phones", "emails", "addresses", "birth_date", "region", "tags", "owner_id", "territory_id", "custom_fields" FROM "contacts" WHERE "tenant_id" = :tenant AND "delete_time" IS NULL AND "id" = :id;
 "#;
 
 /// A time-ordered id (48-bit millisecond prefix, like the gateway's UUIDv7).
@@ -77,6 +74,8 @@ pub struct Pg {
     /// The token's tenant and user (the scripts' `:tenant` and `:actor`).
     pub tenant: String,
     pub actor: String,
+    /// A contact of the tenant (the id), for `pg-get`.
+    pub contact: String,
     /// Fraction of transactions whose latency is logged.
     pub sampling: f64,
 }
@@ -149,6 +148,12 @@ impl Pg {
             "pg-select" => {
                 self.ensure_pgbench_tables()?;
                 vec!["-S".into()]
+            }
+            "pg-get" => {
+                let mut a = vec!["-f".to_string(), script("get.sql", GET_SQL)?];
+                a.extend(var("tenant", &self.tenant));
+                a.extend(var("id", &self.contact));
+                a
             }
             "pg-list" => {
                 let mut a = vec!["-f".to_string(), script("list.sql", LIST_SQL)?];
@@ -301,9 +306,9 @@ mod tests {
     fn scripts_have_no_variables_inside_literals() {
         // pgbench replaces `:name` anywhere; only these may appear.
         let allowed = [
-            "tenant", "region", "tag", "limit", "actor", "n", "cid", "aid", "oid", "eid",
+            "tenant", "region", "tag", "limit", "actor", "n", "cid", "aid", "oid", "eid", "id",
         ];
-        for text in [LIST_SQL.to_string(), create_sql()] {
+        for text in [GET_SQL.to_string(), LIST_SQL.to_string(), create_sql()] {
             let b = text.as_bytes();
             for (i, c) in b.iter().enumerate() {
                 let prev_colon = i > 0 && b[i - 1] == b':';

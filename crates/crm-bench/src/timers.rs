@@ -37,11 +37,12 @@ struct Args {
     /// Runners (replicas), each with its own connection pool.
     #[arg(long, default_value_t = 3)]
     runners: usize,
-    /// `jobs.batch_size` of each runner, and the claim size of the bare loop.
-    #[arg(long, default_value_t = 256)]
+    /// `jobs.batch_size` of each runner, and the claim size of the bare loop (default: the
+    /// runner's default).
+    #[arg(long, default_value_t = 128)]
     batch: u32,
-    /// `jobs.concurrency` of each runner.
-    #[arg(long, default_value_t = 512)]
+    /// `jobs.concurrency` of each runner (default: the runner's default).
+    #[arg(long, default_value_t = 64)]
     concurrency: u32,
     /// Connections of each runner's pool.
     #[arg(long, default_value_t = 4)]

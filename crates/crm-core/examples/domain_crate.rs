@@ -2,15 +2,15 @@
 //! with its field table and a typed status, its registration, a use case with several writes
 //! in one transaction, a write hook, and a custom read under the caller's permissions.
 //!
-//! The `leads` table itself would come from the crate's migration; this example compiles
-//! against the real API and, run, installs the registry with its collection:
+//! The `leads` table comes from the schema change the crate registers; this example compiles
+//! against the real API and, run, installs the registry with its collection and change:
 //! `cargo run -p crm-core --example domain_crate`.
 
 use crm_core::access::Action;
 use crm_core::error::{Error, Result};
 use crm_core::journal::AuditAction;
 use crm_core::model::{Account, Contact, Position};
-use crm_core::registry::{self, RegistryBuilder};
+use crm_core::registry::{self, RegistryBuilder, SchemaChange};
 use crm_core::resource::{FieldSpec, HookFuture, Kind, Record, Resource};
 use crm_core::service::{Ctx, Tx};
 use crm_core::validate::{self, Violations};
@@ -97,7 +97,20 @@ impl Resource for Lead {
 /// The crate's registration, called by the gateway at start.
 pub fn register(r: &mut RegistryBuilder) {
     r.resource::<Lead>();
+    r.schema(SchemaChange::new("m20261125_100001_leads", LEADS_DDL));
 }
+
+/// The crate's first schema change: portable DDL (`UUID` and `TIMESTAMPTZ` become `BLOB` and
+/// `TEXT` on SQLite); `tenant_id` first in every key; `resource_table!` adds the columns
+/// every resource table starts with.
+const LEADS_DDL: &[&str] = &[
+    crm_core::resource_table!(
+        "leads",
+        "display_name TEXT NOT NULL, company TEXT NOT NULL, status TEXT NOT NULL, \
+         account_id UUID NULL, owner_id UUID NULL, territory_id UUID NULL"
+    ),
+    "CREATE INDEX leads_status ON leads (tenant_id, status, id)",
+];
 
 /// A use case with several writes: the account, the contact, the position and the lead's
 /// new status commit together or not at all. Each write is permission-checked, audited

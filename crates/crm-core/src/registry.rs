@@ -25,10 +25,69 @@ use crate::resource::{Collection, Kind, Resource};
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
+/// A schema change of a domain crate (its tables and indexes), applied by the migrator after
+/// the shared model's own migrations, in registration order, each once and recorded by name.
+///
+/// Statements are written once for both databases in the same portable DDL as the shared
+/// model's migrations: `UUID`, `TIMESTAMPTZ` and `DATE` are native on PostgreSQL and become
+/// `BLOB` and `TEXT` on SQLite; statements that only one database understands (a GIN or
+/// trigram index) go in `postgres` or `sqlite`, run after the portable ones. The data rules of
+/// ARCHITECTURE.md hold: `tenant_id` first in every key, no sequences, no triggers.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaChange {
+    /// A unique name that sorts by date, like the shared model's migrations:
+    /// `m<YYYYMMDD>_<NNNNNN>_<what>`, e.g. `m20261125_100001_leads`.
+    pub name: &'static str,
+    /// Portable statements, run in order.
+    pub statements: &'static [&'static str],
+    /// PostgreSQL-only statements, run after `statements`.
+    pub postgres: &'static [&'static str],
+    /// SQLite-only statements, run after `statements`.
+    pub sqlite: &'static [&'static str],
+}
+
+impl SchemaChange {
+    /// A change with portable statements only.
+    pub const fn new(name: &'static str, statements: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            statements,
+            postgres: &[],
+            sqlite: &[],
+        }
+    }
+}
+
+/// The `CREATE TABLE` statement of a resource's table, in the portable DDL of
+/// [`SchemaChange`]: the columns every resource table starts with (`tenant_id`, `id`,
+/// `revision`, `create_time`, `update_time`, `delete_time`), then the given ones, keyed by
+/// `(tenant_id, id)`. A `&'static str`, usable in a `SchemaChange`'s statements.
+///
+/// ```
+/// const DDL: &str = crm_core::resource_table!("leads", "display_name TEXT NOT NULL, owner_id UUID NULL");
+/// assert!(DDL.starts_with("CREATE TABLE leads (tenant_id TEXT NOT NULL, id UUID NOT NULL,"));
+/// assert!(DDL.ends_with("owner_id UUID NULL, PRIMARY KEY (tenant_id, id))"));
+/// ```
+#[macro_export]
+macro_rules! resource_table {
+    ($table:literal, $columns:literal) => {
+        concat!(
+            "CREATE TABLE ",
+            $table,
+            " (tenant_id TEXT NOT NULL, id UUID NOT NULL, revision BIGINT NOT NULL, ",
+            "create_time TIMESTAMPTZ NOT NULL, update_time TIMESTAMPTZ NOT NULL, ",
+            "delete_time TIMESTAMPTZ NULL, ",
+            $columns,
+            ", PRIMARY KEY (tenant_id, id))"
+        )
+    };
+}
+
 /// Every registered collection.
 #[derive(Debug, Clone)]
 pub struct Registry {
     collections: Vec<Collection>,
+    schema: Vec<SchemaChange>,
 }
 
 impl Registry {
@@ -39,6 +98,11 @@ impl Registry {
 
     pub fn collections(&self) -> &[Collection] {
         &self.collections
+    }
+
+    /// The domain crates' schema changes, in registration order.
+    pub fn schema_changes(&self) -> &[SchemaChange] {
+        &self.schema
     }
 
     /// Collections grants may name (besides `*`): those governed by their own grants (a
@@ -55,6 +119,7 @@ impl Registry {
 #[derive(Debug, Default)]
 pub struct RegistryBuilder {
     collections: Vec<Collection>,
+    schema: Vec<SchemaChange>,
 }
 
 impl RegistryBuilder {
@@ -64,8 +129,27 @@ impl RegistryBuilder {
         self
     }
 
+    /// Registers a schema change of the crate (see [`SchemaChange`]); a crate registers its
+    /// changes in the order they must run, and never edits or removes one that shipped.
+    pub fn schema(&mut self, change: SchemaChange) -> &mut Self {
+        self.schema.push(change);
+        self
+    }
+
     /// Checks the registrations against each other.
     pub fn build(self) -> Result<Registry, String> {
+        let mut changes = HashSet::new();
+        for c in &self.schema {
+            if !valid_change_name(c.name) {
+                return Err(format!(
+                    "schema change {:?} is not named m<YYYYMMDD>_<NNNNNN>_<what>",
+                    c.name
+                ));
+            }
+            if !changes.insert(c.name) {
+                return Err(format!("schema change {} is registered twice", c.name));
+            }
+        }
         let mut names = HashSet::new();
         for c in &self.collections {
             if !names.insert(c.name) {
@@ -121,8 +205,23 @@ impl RegistryBuilder {
         }
         Ok(Registry {
             collections: self.collections,
+            schema: self.schema,
         })
     }
+}
+
+/// `m` + 8 digits + `_` + 6 digits + `_` + a lower-case word of letters, digits and `_`.
+fn valid_change_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() > 17
+        && b[0] == b'm'
+        && b[1..9].iter().all(u8::is_ascii_digit)
+        && b[9] == b'_'
+        && b[10..16].iter().all(u8::is_ascii_digit)
+        && b[16] == b'_'
+        && b[17..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }
 
 static INSTALLED: OnceLock<Registry> = OnceLock::new();
@@ -137,6 +236,12 @@ pub fn install(extend: impl FnOnce(&mut RegistryBuilder)) -> Result<&'static Reg
     let wanted = b.build()?;
     let installed = INSTALLED.get_or_init(|| wanted.clone());
     let same = installed.collections.len() == wanted.collections.len()
+        && installed.schema.len() == wanted.schema.len()
+        && installed
+            .schema
+            .iter()
+            .zip(&wanted.schema)
+            .all(|(a, b)| a.name == b.name)
         && wanted
             .collections
             .iter()
@@ -156,7 +261,10 @@ pub fn registry() -> &'static Registry {
         // The shared model is checked by a unit test; were it inconsistent, the checks
         // that need a missing collection fail with INTERNAL rather than being skipped.
         let collections = b.collections.clone();
-        b.build().unwrap_or(Registry { collections })
+        b.build().unwrap_or(Registry {
+            collections,
+            schema: Vec::new(),
+        })
     })
 }
 
@@ -185,6 +293,25 @@ mod tests {
         let mut b = RegistryBuilder::default();
         crate::model::register(&mut b);
         b.resource::<crate::model::Account>();
+        let e = b.build().err().unwrap_or_default();
+        assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn schema_changes_are_named_and_unique() {
+        let mut b = RegistryBuilder::default();
+        crate::model::register(&mut b);
+        b.schema(SchemaChange::new("m20261125_100001_leads", &[]));
+        assert!(b.build().is_ok());
+        for bad in ["leads", "m2026112_100001_x", "m20261125_10001_x", "m20261125_100001_Leads", "m20261125_100001_"] {
+            let mut b = RegistryBuilder::default();
+            b.schema(SchemaChange::new(bad, &[]));
+            let e = b.build().err().unwrap_or_default();
+            assert!(e.contains("not named"), "{bad}: {e}");
+        }
+        let mut b = RegistryBuilder::default();
+        b.schema(SchemaChange::new("m20261125_100001_leads", &[]));
+        b.schema(SchemaChange::new("m20261125_100001_leads", &[]));
         let e = b.build().err().unwrap_or_default();
         assert!(e.contains("twice"), "{e}");
     }

@@ -111,9 +111,9 @@ pub struct Jobs {
     /// How often the runner looks for due jobs when nothing in this process wakes it (jobs
     /// scheduled by this replica wake it at once). Default 1000.
     pub poll_interval_ms: u64,
-    /// Most jobs claimed in one statement. Default 32.
+    /// Most jobs claimed in one statement. Default 128.
     pub batch_size: u32,
-    /// Most jobs running at once in this replica. Default 16.
+    /// Most jobs running at once in this replica. Default 64.
     pub concurrency: u32,
     /// How long a claim holds a job; a handler renews it while it reports progress. Jobs of a
     /// replica that dies come back after this time. Default 60000.

@@ -86,13 +86,17 @@ pub async fn open_database(settings: &Settings) -> Result<Db, String> {
     Ok(db)
 }
 
-/// Applies pending migrations. On PostgreSQL they run in one transaction holding an advisory
+/// Applies pending migrations: the shared model's, then the schema changes of the domain crates
+/// this gateway serves. On PostgreSQL they run in one transaction holding an advisory
 /// lock, so migrators started together (replicas, `crm migrate`) take turns and the later
 /// ones find nothing left to do; all pending migrations apply or none. The lock wait and the
 /// migrations are not bounded by `database.statement_timeout_ms` (an index on a big table
 /// may take long). SQLite has one writer per file and needs no lock.
 async fn migrate(db: &Db) -> Result<(), crm_core::Error> {
     use sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
+    // The domain crates' schema changes come from the registry.
+    crm_core::registry::install(register_domains)
+        .map_err(|e| crm_core::Error::internal(format!("registry: {e}")))?;
     if db.backend() != DbBackend::Postgres {
         return Ok(Migrator::up(&db.conn, None).await?);
     }

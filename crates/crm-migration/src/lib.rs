@@ -10,16 +10,51 @@ mod m20261124_000001_init;
 mod m20261124_000002_tag_indexes;
 mod m20261125_000003_jobs;
 
+/// The shared model's migrations, then every schema change the domain crates registered
+/// (`crm_core::registry::RegistryBuilder::schema`), in registration order. Install the registry
+/// (`crm_core::registry::install`) before migrating, or only the shared model is migrated.
 pub struct Migrator;
 
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
+        let mut all: Vec<Box<dyn MigrationTrait>> = vec![
             Box::new(m20261124_000001_init::Migration),
             Box::new(m20261124_000002_tag_indexes::Migration),
             Box::new(m20261125_000003_jobs::Migration),
-        ]
+        ];
+        for change in crm_core::registry::registry().schema_changes() {
+            all.push(Box::new(DomainChange(*change)));
+        }
+        all
+    }
+}
+
+/// A domain crate's schema change as a migration.
+struct DomainChange(crm_core::registry::SchemaChange);
+
+impl MigrationName for DomainChange {
+    fn name(&self) -> &str {
+        self.0.name
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for DomainChange {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let backend = manager.get_database_backend();
+        let conn = manager.get_connection();
+        let own = match backend {
+            sea_orm::DbBackend::Postgres => self.0.postgres,
+            _ => self.0.sqlite,
+        };
+        for sql in self.0.statements {
+            conn.execute_unprepared(&ddl(backend, sql)).await?;
+        }
+        for sql in own {
+            conn.execute_unprepared(sql).await?;
+        }
+        Ok(())
     }
 }
 

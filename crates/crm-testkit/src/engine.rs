@@ -13,11 +13,14 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 /// Connects to a [`TestDb`] (a pool of 8) and applies every migration, as the gateway does
-/// at start.
+/// at start: the registry of every crate the gateway serves is installed first, so the domain
+/// crates' schema changes apply too.
 pub async fn migrated_db(test_db: &TestDb) -> Db {
     let db = Db::connect(&test_db.url, 8)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", test_db.url));
+    crm_core::registry::install(crm_gateway::server::register_domains)
+        .unwrap_or_else(|e| panic!("registry: {e}"));
     Migrator::up(&db.conn, None)
         .await
         .unwrap_or_else(|e| panic!("migration failed: {e}"));

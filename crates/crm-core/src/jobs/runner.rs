@@ -59,12 +59,12 @@ use uuid::Uuid;
 pub struct RunnerSettings {
     /// How often the runner looks for due jobs when nothing wakes it. Default 1 s.
     pub poll_interval: Duration,
-    /// Most jobs claimed in one statement. Default 32.
+    /// Most jobs claimed in one statement. Default 128.
     pub batch_size: u32,
     /// How long a claim (and each renewal) holds a job. A handler running longer must renew
     /// it; a runner that dies keeps its jobs this long. Default 60 s.
     pub lease: Duration,
-    /// Most handlers running at once. Default 16.
+    /// Most handlers running at once. Default 64.
     pub concurrency: u32,
     /// The first retry's delay; each further retry doubles it. Default 1 s.
     pub retry_base: Duration,
@@ -83,9 +83,9 @@ impl Default for RunnerSettings {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_secs(1),
-            batch_size: 32,
+            batch_size: 128,
             lease: Duration::from_secs(60),
-            concurrency: 16,
+            concurrency: 64,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(3600),
             suspended_delay: Duration::from_secs(60),

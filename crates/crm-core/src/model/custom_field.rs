@@ -24,7 +24,8 @@ pub type CustomValues = BTreeMap<String, CustomValue>;
 
 pub const TYPES: &[&str] = &["TEXT", "NUMBER", "DATE", "ENUM"];
 
-/// A tenant-defined field of accounts or contacts.
+/// A tenant-defined field of a collection that carries custom fields (`Resource::CUSTOM_FIELDS`:
+/// accounts, contacts, and those of the domain crates, such as leads).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CustomFieldDefinition {
@@ -42,13 +43,10 @@ impl Resource for CustomFieldDefinition {
     const TABLE: &'static str = "custom_field_definitions";
     const DEFAULT_ORDER: &'static str = "collection, key";
     const FIELDS: &'static [FieldSpec] = &[
-        FieldSpec::new(
-            "collection",
-            "collection",
-            Kind::Enum(&["accounts", "contacts"]),
-        )
-        .sort()
-        .immutable(),
+        // Any registered collection with custom fields (checked by `validate`).
+        FieldSpec::new("collection", "collection", Kind::Text)
+            .sort()
+            .immutable(),
         FieldSpec::new("key", "field_key", Kind::Text)
             .sort()
             .immutable(),
@@ -62,8 +60,21 @@ impl Resource for CustomFieldDefinition {
 
     fn validate(&mut self) -> Result<()> {
         let mut v = Violations::new();
-        if !["accounts", "contacts"].contains(&self.collection.as_str()) {
-            v.add("collection", "must be \"accounts\" or \"contacts\"");
+        let registry = crate::registry::registry();
+        if !registry
+            .collection(&self.collection)
+            .is_some_and(|c| c.custom_fields)
+        {
+            let with: Vec<&str> = registry
+                .collections()
+                .iter()
+                .filter(|c| c.custom_fields)
+                .map(|c| c.name)
+                .collect();
+            v.add(
+                "collection",
+                format!("must be a collection with custom fields: {}", with.join(", ")),
+            );
         }
         let k = &self.key;
         let key_ok = !k.is_empty()
