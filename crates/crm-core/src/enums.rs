@@ -23,16 +23,18 @@ macro_rules! named_enum {
     (
         $(#[$meta:meta])*
         $vis:vis enum $name:ident {
+            $(#[$first_meta:meta])*
             $first:ident = $first_text:literal
-            $(, $variant:ident = $text:literal)* $(,)?
+            $(, $(#[$variant_meta:meta])* $variant:ident = $text:literal)* $(,)?
         }
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
         $vis enum $name {
+            $(#[$first_meta])*
             #[default]
             $first,
-            $($variant,)*
+            $($(#[$variant_meta])* $variant,)*
         }
 
         impl $name {

@@ -303,7 +303,13 @@ mod tests {
         crate::model::register(&mut b);
         b.schema(SchemaChange::new("m20261125_100001_leads", &[]));
         assert!(b.build().is_ok());
-        for bad in ["leads", "m2026112_100001_x", "m20261125_10001_x", "m20261125_100001_Leads", "m20261125_100001_"] {
+        for bad in [
+            "leads",
+            "m2026112_100001_x",
+            "m20261125_10001_x",
+            "m20261125_100001_Leads",
+            "m20261125_100001_",
+        ] {
             let mut b = RegistryBuilder::default();
             b.schema(SchemaChange::new(bad, &[]));
             let e = b.build().err().unwrap_or_default();

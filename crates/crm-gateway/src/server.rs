@@ -23,6 +23,7 @@ pub const SERVICES: &[&str] = &[
     "crm.v1.DirectoryService",
     "crm.v1.AccessService",
     "crm.v1.AuditService",
+    "crm.v1.LeadService",
     "google.longrunning.Operations",
 ];
 
@@ -31,7 +32,9 @@ const MIGRATION_LOCK_KEY: i64 = 0x6372_6d5f_6d69_6772;
 
 /// Registers the collections of the domain crates this gateway serves (the shared model
 /// registers itself).
-pub fn register_domains(_registry: &mut crm_core::registry::RegistryBuilder) {}
+pub fn register_domains(registry: &mut crm_core::registry::RegistryBuilder) {
+    crm_operational::register(registry);
+}
 
 /// Registers the job handlers of the domain crates this gateway serves (reminders, SLA
 /// clocks, imports, ...): the kinds this replica's runner claims.
@@ -238,6 +241,10 @@ pub async fn serve(
                 api::operations::Operations(gw.clone()),
             )
             .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::lead_service_server::LeadServiceServer::new(api::leads::Leads(gw.clone()))
+                .max_decoding_message_size(limit),
         )
         .add_service(
             v1::audit_service_server::AuditServiceServer::new(api::audit::Audit(gw))

@@ -213,6 +213,11 @@ impl TestServer {
         v1::custom_field_service_client::CustomFieldServiceClient::new(self.channel.clone())
     }
 
+    /// A client of `crm.v1.LeadService`.
+    pub fn leads(&self) -> v1::lead_service_client::LeadServiceClient<Channel> {
+        v1::lead_service_client::LeadServiceClient::new(self.channel.clone())
+    }
+
     /// Rows of a table for a tenant (deleted ones included).
     pub async fn count(&self, table: &str, tenant: &str) -> i64 {
         crm_core::store::count(&self.db.conn, table, tenant)

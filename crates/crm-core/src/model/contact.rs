@@ -120,61 +120,8 @@ impl Resource for Contact {
             .map(|a| a.region_code.as_str())
             .find(|r| r.len() == 2)
             .map(str::to_owned);
-        // Counts first: an over-long list is one violation, not one per entry.
-        let phones = if self.phones.len() > MAX_LIST_LEN {
-            v.add("phones", format!("at most {MAX_LIST_LEN} entries"));
-            &mut [][..]
-        } else {
-            &mut self.phones[..]
-        };
-        for (i, p) in phones.iter_mut().enumerate() {
-            let ext_field = format!("phones[{i}].extension");
-            let ext = v.check(validate::phone_extension(&ext_field, &p.extension));
-            if let Some(n) = v.check(validate::phone(
-                &format!("phones[{i}].number"),
-                &p.number,
-                hint.as_deref(),
-            )) {
-                p.number = n.e164;
-                match ext {
-                    Some(e) if !e.is_empty() && !n.extension.is_empty() && e != n.extension => v
-                        .add(
-                            ext_field,
-                            "differs from the extension written in the number",
-                        ),
-                    Some(e) if e.is_empty() => p.extension = n.extension,
-                    Some(e) => p.extension = e,
-                    None => {}
-                }
-            }
-            if let Some(l) = v.check(validate::text(
-                &format!("phones[{i}].label"),
-                &p.label,
-                50,
-                false,
-            )) {
-                p.label = l;
-            }
-        }
-        let emails = if self.emails.len() > MAX_LIST_LEN {
-            v.add("emails", format!("at most {MAX_LIST_LEN} entries"));
-            &mut [][..]
-        } else {
-            &mut self.emails[..]
-        };
-        for (i, e) in emails.iter_mut().enumerate() {
-            if let Some(a) = v.check(validate::email(&format!("emails[{i}].address"), &e.address)) {
-                e.address = a;
-            }
-            if let Some(l) = v.check(validate::text(
-                &format!("emails[{i}].label"),
-                &e.label,
-                50,
-                false,
-            )) {
-                e.label = l;
-            }
-        }
+        validate_phones(&mut v, &mut self.phones, hint.as_deref());
+        validate_emails(&mut v, &mut self.emails);
         if let Some(b) = self.birth_date
             && b > chrono::Utc::now().date_naive()
         {
@@ -185,6 +132,70 @@ impl Resource for Contact {
 
     fn derive(&mut self) {
         self.display_name = display_name(&self.given_name, &self.family_name, &self.display_name);
+    }
+}
+
+/// Validates and normalises phone numbers in place (E.164, extensions split off, labels),
+/// under the field `phones`; `hint` is the region (ISO 3166-1 alpha-2) national numbers are
+/// read in. An over-long list is one violation.
+pub fn validate_phones(v: &mut Violations, phones: &mut [Phone], hint: Option<&str>) {
+    let phones = if phones.len() > MAX_LIST_LEN {
+        v.add("phones", format!("at most {MAX_LIST_LEN} entries"));
+        &mut [][..]
+    } else {
+        phones
+    };
+    for (i, p) in phones.iter_mut().enumerate() {
+        let ext_field = format!("phones[{i}].extension");
+        let ext = v.check(validate::phone_extension(&ext_field, &p.extension));
+        if let Some(n) = v.check(validate::phone(
+            &format!("phones[{i}].number"),
+            &p.number,
+            hint,
+        )) {
+            p.number = n.e164;
+            match ext {
+                Some(e) if !e.is_empty() && !n.extension.is_empty() && e != n.extension => v.add(
+                    ext_field,
+                    "differs from the extension written in the number",
+                ),
+                Some(e) if e.is_empty() => p.extension = n.extension,
+                Some(e) => p.extension = e,
+                None => {}
+            }
+        }
+        if let Some(l) = v.check(validate::text(
+            &format!("phones[{i}].label"),
+            &p.label,
+            50,
+            false,
+        )) {
+            p.label = l;
+        }
+    }
+}
+
+/// Validates and lower-cases e-mail addresses in place, under the field `emails`. An
+/// over-long list is one violation.
+pub fn validate_emails(v: &mut Violations, emails: &mut [Email]) {
+    let emails = if emails.len() > MAX_LIST_LEN {
+        v.add("emails", format!("at most {MAX_LIST_LEN} entries"));
+        &mut [][..]
+    } else {
+        emails
+    };
+    for (i, e) in emails.iter_mut().enumerate() {
+        if let Some(a) = v.check(validate::email(&format!("emails[{i}].address"), &e.address)) {
+            e.address = a;
+        }
+        if let Some(l) = v.check(validate::text(
+            &format!("emails[{i}].label"),
+            &e.label,
+            50,
+            false,
+        )) {
+            e.label = l;
+        }
     }
 }
 
@@ -209,41 +220,48 @@ pub fn is_cjk(c: char) -> bool {
         | 0xAC00..=0xD7AF | 0x1100..=0x11FF | 0x20000..=0x2FA1F)
 }
 
-pub(crate) fn validate_addresses(v: &mut Violations, addresses: &mut [PostalAddress]) {
+/// Validates and normalises postal addresses in place, under the field `addresses`.
+pub fn validate_addresses(v: &mut Violations, addresses: &mut [PostalAddress]) {
     if addresses.len() > 20 {
         v.add("addresses", "at most 20 entries");
         return;
     }
     for (i, a) in addresses.iter_mut().enumerate() {
-        let f = |n: &str| format!("addresses[{i}].{n}");
-        for (name, value, max) in [
-            ("label", &mut a.label, 50),
-            ("locality", &mut a.locality, 200),
-            ("administrative_area", &mut a.administrative_area, 200),
-            ("postal_code", &mut a.postal_code, 30),
-        ] {
-            if let Some(s) = v.check(validate::text(&f(name), value, max, false)) {
-                *value = s;
-            }
+        validate_address(v, &format!("addresses[{i}]"), a);
+    }
+}
+
+/// Validates and normalises one postal address in place; violations are named
+/// `<field>.<part>` (e.g. `address.region_code`).
+pub fn validate_address(v: &mut Violations, field: &str, a: &mut PostalAddress) {
+    let f = |n: &str| format!("{field}.{n}");
+    for (name, value, max) in [
+        ("label", &mut a.label, 50),
+        ("locality", &mut a.locality, 200),
+        ("administrative_area", &mut a.administrative_area, 200),
+        ("postal_code", &mut a.postal_code, 30),
+    ] {
+        if let Some(s) = v.check(validate::text(&f(name), value, max, false)) {
+            *value = s;
         }
-        if let Some(rc) = v.check(validate::region_code(&f("region_code"), &a.region_code)) {
-            a.region_code = rc;
-        }
-        let lines = if a.lines.len() > 10 {
-            v.add(f("lines"), "at most 10 lines");
-            &mut [][..]
-        } else {
-            &mut a.lines[..]
-        };
-        for (j, l) in lines.iter_mut().enumerate() {
-            if let Some(s) = v.check(validate::text(
-                &format!("addresses[{i}].lines[{j}]"),
-                l,
-                300,
-                false,
-            )) {
-                *l = s;
-            }
+    }
+    if let Some(rc) = v.check(validate::region_code(&f("region_code"), &a.region_code)) {
+        a.region_code = rc;
+    }
+    let lines = if a.lines.len() > 10 {
+        v.add(f("lines"), "at most 10 lines");
+        &mut [][..]
+    } else {
+        &mut a.lines[..]
+    };
+    for (j, l) in lines.iter_mut().enumerate() {
+        if let Some(s) = v.check(validate::text(
+            &format!("{field}.lines[{j}]"),
+            l,
+            300,
+            false,
+        )) {
+            *l = s;
         }
     }
 }

@@ -73,7 +73,10 @@ impl Resource for CustomFieldDefinition {
                 .collect();
             v.add(
                 "collection",
-                format!("must be a collection with custom fields: {}", with.join(", ")),
+                format!(
+                    "must be a collection with custom fields: {}",
+                    with.join(", ")
+                ),
             );
         }
         let k = &self.key;

@@ -448,6 +448,33 @@ impl<'c> Tx<'c> {
         self.ctx.get_in(self.conn(), id).await
     }
 
+    /// Live records of the tenant matching `cond` (columns by their column names), in id
+    /// order, at most `limit`, read inside the transaction **as the system**: no record scope
+    /// and no field rules apply. For what a hook or a use case needs whatever the caller's
+    /// rights (the tenant's active routing rules, the counters of a target pool); anything
+    /// shown to the caller comes from [`Tx::get`] or [`Ctx::list`], or is masked with
+    /// [`Ctx::mask_object`].
+    pub async fn find<R: Resource>(&self, cond: Condition, limit: u64) -> Result<Vec<Record<R>>> {
+        let rows = store::list::<R, _>(
+            self.conn(),
+            self.ctx.tenant(),
+            cond,
+            &[("id", false)],
+            limit,
+        )
+        .await?;
+        Ok(
+            store::decode_rows::<R>(&rows, &vec![false; R::FIELDS.len()])?
+                .into_iter()
+                .map(|(meta, data)| Record {
+                    meta,
+                    data,
+                    hidden: Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
     /// Updates a record (see [`Ctx::update`]).
     pub async fn update<R: Resource>(
         &self,

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod contacts;
 pub mod custom_fields;
 pub mod directory;
+pub mod leads;
 mod macros;
 pub mod operations;
 pub mod orders;

@@ -1,0 +1,350 @@
+//! LeadService: leads and their grading policies (crm-operational).
+
+use super::{Gateway, Wire};
+use crate::convert::{self, hidden, name, reference, references, ts};
+use crm_api::v1 as pb;
+use crm_api::v1::lead_service_server::LeadService;
+use crm_core::error::{Error, Result};
+use crm_core::model;
+use crm_core::resource::Record;
+use crm_operational::grading::{Condition, GradeThresholds, GradingRule};
+use crm_operational::lead::{GradeReason, Lead, LeadGrade, LeadGradingPolicy, LeadStatus};
+use pb::{ListLeadGradingPoliciesResponse, ListLeadsResponse};
+
+pub struct Leads(pub Gateway);
+
+/// An enum value this API version does not define is refused, never coerced.
+fn unknown(field: &str, v: i32) -> Error {
+    Error::invalid(field, format!("{v} is not a defined value"))
+}
+
+// The one wire mapping of each lead enum.
+
+/// UNSPECIFIED means the default, NEW.
+fn status_in(s: i32) -> Result<LeadStatus> {
+    use pb::LeadStatus as P;
+    Ok(match P::try_from(s) {
+        Ok(P::Unspecified | P::New) => LeadStatus::New,
+        Ok(P::Working) => LeadStatus::Working,
+        Ok(P::Nurturing) => LeadStatus::Nurturing,
+        Ok(P::Qualified) => LeadStatus::Qualified,
+        Ok(P::Unqualified) => LeadStatus::Unqualified,
+        Ok(P::Converted) => LeadStatus::Converted,
+        Err(_) => return Err(unknown("status", s)),
+    })
+}
+
+fn status_out(s: LeadStatus) -> i32 {
+    use pb::LeadStatus as P;
+    (match s {
+        LeadStatus::New => P::New,
+        LeadStatus::Working => P::Working,
+        LeadStatus::Nurturing => P::Nurturing,
+        LeadStatus::Qualified => P::Qualified,
+        LeadStatus::Unqualified => P::Unqualified,
+        LeadStatus::Converted => P::Converted,
+    }) as i32
+}
+
+/// The grade is output only: what a caller sends is checked to be a defined value and then
+/// replaced by grading.
+fn grade_in(g: i32) -> Result<LeadGrade> {
+    use pb::LeadGrade as P;
+    Ok(match P::try_from(g) {
+        Ok(P::Unspecified | P::Ungraded) => LeadGrade::Ungraded,
+        Ok(P::Hot) => LeadGrade::Hot,
+        Ok(P::Warm) => LeadGrade::Warm,
+        Ok(P::Cold) => LeadGrade::Cold,
+        Ok(P::LongTerm) => LeadGrade::LongTerm,
+        Err(_) => return Err(unknown("grade", g)),
+    })
+}
+
+fn grade_out(g: LeadGrade) -> i32 {
+    use pb::LeadGrade as P;
+    (match g {
+        LeadGrade::Ungraded => P::Ungraded,
+        LeadGrade::Hot => P::Hot,
+        LeadGrade::Warm => P::Warm,
+        LeadGrade::Cold => P::Cold,
+        LeadGrade::LongTerm => P::LongTerm,
+    }) as i32
+}
+
+impl Wire<Lead> for pb::Lead {
+    const FIELD: &'static str = "lead";
+
+    fn into_domain(self) -> Result<Lead> {
+        Ok(Lead {
+            given_name: self.given_name,
+            family_name: self.family_name,
+            display_name: self.display_name,
+            company: self.company,
+            title: self.title,
+            phones: self
+                .phones
+                .into_iter()
+                .map(|p| model::Phone {
+                    number: p.number,
+                    label: p.label,
+                    extension: p.extension,
+                })
+                .collect(),
+            emails: self
+                .emails
+                .into_iter()
+                .map(|e| model::Email {
+                    address: e.address,
+                    label: e.label,
+                })
+                .collect(),
+            address: self.address.map(convert::address_in).unwrap_or_default(),
+            industry: self.industry,
+            region: self.region,
+            source: self.source,
+            campaign: self.campaign,
+            product_interest: references("product_interest", "products", &self.product_interest)?,
+            employee_count: self.employee_count,
+            notes: self.notes,
+            tags: self.tags,
+            status: status_in(self.status)?,
+            grade: grade_in(self.grade)?,
+            grade_points: self.grade_points,
+            grade_reasons: self
+                .grade_reasons
+                .into_iter()
+                .map(|r| GradeReason {
+                    rule: r.rule,
+                    points: r.points,
+                })
+                .collect(),
+            owner: reference("owner", "users", &self.owner)?,
+            territory: reference("territory", "territories", &self.territory)?,
+            custom_fields: convert::custom_in(self.custom_fields)?,
+        })
+    }
+
+    fn from_record(r: Record<Lead>) -> Self {
+        let d = r.data;
+        pb::Lead {
+            name: name("leads", Some(r.meta.id)),
+            given_name: d.given_name,
+            family_name: d.family_name,
+            display_name: d.display_name,
+            company: d.company,
+            title: d.title,
+            phones: d
+                .phones
+                .into_iter()
+                .map(|p| pb::Phone {
+                    number: p.number,
+                    label: p.label,
+                    extension: p.extension,
+                })
+                .collect(),
+            emails: d
+                .emails
+                .into_iter()
+                .map(|e| pb::Email {
+                    address: e.address,
+                    label: e.label,
+                })
+                .collect(),
+            address: Some(convert::address_out(d.address)),
+            industry: d.industry,
+            region: d.region,
+            source: d.source,
+            campaign: d.campaign,
+            product_interest: d
+                .product_interest
+                .into_iter()
+                .map(|p| name("products", Some(p)))
+                .collect(),
+            employee_count: d.employee_count,
+            notes: d.notes,
+            tags: d.tags,
+            status: status_out(d.status),
+            grade: grade_out(d.grade),
+            grade_points: d.grade_points,
+            grade_reasons: d
+                .grade_reasons
+                .into_iter()
+                .map(|r| pb::GradeReason {
+                    rule: r.rule,
+                    points: r.points,
+                })
+                .collect(),
+            owner: name("users", d.owner),
+            territory: name("territories", d.territory),
+            custom_fields: convert::custom_out(d.custom_fields),
+            create_time: Some(ts(r.meta.create_time)),
+            update_time: Some(ts(r.meta.update_time)),
+            etag: r.meta.etag(),
+            hidden_fields: hidden(&r.hidden),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+}
+
+/// Nesting deeper than this is refused while converting (the policy's own check allows 8).
+const MAX_CONDITION_DEPTH: usize = 16;
+
+fn condition_in(field: &str, c: Option<pb::GradingCondition>, depth: usize) -> Result<Condition> {
+    use pb::grading_condition::Condition as P;
+    if depth > MAX_CONDITION_DEPTH {
+        return Err(Error::invalid(field, "nests conditions too deeply"));
+    }
+    let Some(c) = c.and_then(|c| c.condition) else {
+        return Err(Error::invalid(field, "is required: one kind of condition"));
+    };
+    let list = |field: &str, cs: Vec<pb::GradingCondition>| -> Result<Vec<Condition>> {
+        cs.into_iter()
+            .enumerate()
+            .map(|(i, c)| condition_in(&format!("{field}.conditions[{i}]"), Some(c), depth + 1))
+            .collect()
+    };
+    Ok(match c {
+        P::Source(v) => Condition::Source { values: v.values },
+        P::Industry(v) => Condition::Industry { values: v.values },
+        P::Region(v) => Condition::Region { values: v.values },
+        P::CompanySize(r) => Condition::CompanySize {
+            min: r.min,
+            max: r.max,
+        },
+        P::Field(f) => Condition::Field {
+            name: f.field,
+            values: f.values,
+        },
+        P::Counter(c) => Condition::Counter {
+            name: c.counter,
+            min: c.min,
+            max: c.max,
+        },
+        P::All(l) => Condition::All {
+            of: list(&format!("{field}.all"), l.conditions)?,
+        },
+        P::Any(l) => Condition::Any {
+            of: list(&format!("{field}.any"), l.conditions)?,
+        },
+        P::Not(c) => Condition::Not {
+            of: Box::new(condition_in(&format!("{field}.not"), Some(*c), depth + 1)?),
+        },
+    })
+}
+
+fn condition_out(c: Condition) -> pb::GradingCondition {
+    use pb::grading_condition::Condition as P;
+    let list = |of: Vec<Condition>| pb::GradingConditions {
+        conditions: of.into_iter().map(condition_out).collect(),
+    };
+    let c = match c {
+        Condition::Source { values } => P::Source(pb::ValueList { values }),
+        Condition::Industry { values } => P::Industry(pb::ValueList { values }),
+        Condition::Region { values } => P::Region(pb::ValueList { values }),
+        Condition::CompanySize { min, max } => P::CompanySize(pb::CountRange { min, max }),
+        Condition::Field { name, values } => P::Field(pb::FieldValues {
+            field: name,
+            values,
+        }),
+        Condition::Counter { name, min, max } => P::Counter(pb::CounterRange {
+            counter: name,
+            min,
+            max,
+        }),
+        Condition::All { of } => P::All(list(of)),
+        Condition::Any { of } => P::Any(list(of)),
+        Condition::Not { of } => P::Not(Box::new(condition_out(*of))),
+    };
+    pb::GradingCondition { condition: Some(c) }
+}
+
+impl Wire<LeadGradingPolicy> for pb::LeadGradingPolicy {
+    const FIELD: &'static str = "policy";
+
+    fn into_domain(self) -> Result<LeadGradingPolicy> {
+        let rules = self
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Ok(GradingRule {
+                    id: r.id,
+                    description: r.description,
+                    when: condition_in(&format!("rules[{i}].when"), r.when, 0)?,
+                    points: r.points,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LeadGradingPolicy {
+            display_name: self.display_name,
+            active: self.active,
+            rules,
+            thresholds: self
+                .thresholds
+                .map(|t| GradeThresholds {
+                    hot: t.hot,
+                    warm: t.warm,
+                    cold: t.cold,
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    fn from_record(r: Record<LeadGradingPolicy>) -> Self {
+        let d = r.data;
+        pb::LeadGradingPolicy {
+            name: name("leadGradingPolicies", Some(r.meta.id)),
+            display_name: d.display_name,
+            active: d.active,
+            rules: d
+                .rules
+                .into_iter()
+                .map(|r| pb::GradingRule {
+                    id: r.id,
+                    description: r.description,
+                    when: Some(condition_out(r.when)),
+                    points: r.points,
+                })
+                .collect(),
+            thresholds: Some(pb::GradeThresholds {
+                hot: d.thresholds.hot,
+                warm: d.thresholds.warm,
+                cold: d.thresholds.cold,
+            }),
+            create_time: Some(ts(r.meta.create_time)),
+            update_time: Some(ts(r.meta.update_time)),
+            etag: r.meta.etag(),
+            hidden_fields: hidden(&r.hidden),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+}
+
+crate::service_impl!(LeadService, Leads, [
+    Lead => pb::Lead {
+        create_lead(pb::CreateLeadRequest, lead),
+        get_lead(pb::GetLeadRequest),
+        list_leads(pb::ListLeadsRequest => ListLeadsResponse . leads),
+        update_lead(pb::UpdateLeadRequest),
+        delete_lead(pb::DeleteLeadRequest)
+    },
+    LeadGradingPolicy => pb::LeadGradingPolicy {
+        create_lead_grading_policy(pb::CreateLeadGradingPolicyRequest, policy),
+        get_lead_grading_policy(pb::GetLeadGradingPolicyRequest),
+        list_lead_grading_policies(pb::ListLeadGradingPoliciesRequest => ListLeadGradingPoliciesResponse . policies),
+        update_lead_grading_policy(pb::UpdateLeadGradingPolicyRequest),
+        delete_lead_grading_policy(pb::DeleteLeadGradingPolicyRequest)
+    }
+]);

@@ -1,0 +1,412 @@
+//! Leads (O1) and the tenant's grading policy (O3) as resources of the engine: every lead
+//! write is permission-checked, audited and evented by crm-core, and graded in the same
+//! transaction by the [`Lead::before_write`] hook against the tenant's active policy.
+
+use crate::error::into_core;
+use crate::grading::{GradeResult, GradeThresholds, GradingPolicy, GradingRule, LeadFacts};
+use crm_core::error::{Error, Result};
+use crm_core::model::contact::{
+    self, Email, Phone, PostalAddress, validate_emails, validate_phones,
+};
+use crm_core::model::custom_field::CustomValues;
+use crm_core::registry::SchemaChange;
+use crm_core::resource::{FieldSpec, HookFuture, Kind, Resource};
+use crm_core::service::Tx;
+use crm_core::validate::{self, MAX_SHORT_CHARS, Violations};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+crm_core::named_enum! {
+    /// Where a lead stands in qualification.
+    pub enum LeadStatus {
+        /// Captured, not yet worked on.
+        New = "NEW",
+        /// Being contacted.
+        Working = "WORKING",
+        /// Not ready to buy; kept warm over time.
+        Nurturing = "NURTURING",
+        /// Qualified: ready for conversion.
+        Qualified = "QUALIFIED",
+        /// Not a prospect (no need, no budget, spam...).
+        Unqualified = "UNQUALIFIED",
+        /// Converted into an account, a contact and an opportunity.
+        Converted = "CONVERTED"
+    }
+}
+
+crm_core::named_enum! {
+    /// A lead's grade (O3): set by grading, never by the caller. `UNGRADED` until the tenant
+    /// has an active grading policy.
+    pub enum LeadGrade {
+        /// No active grading policy when it was last written.
+        Ungraded = "UNGRADED",
+        /// Ready to buy.
+        Hot = "HOT",
+        /// Interested.
+        Warm = "WARM",
+        /// Little interest or fit yet.
+        Cold = "COLD",
+        /// Not now: nurture over the long term.
+        LongTerm = "LONG_TERM"
+    }
+}
+
+impl From<crate::grading::Grade> for LeadGrade {
+    fn from(g: crate::grading::Grade) -> Self {
+        use crate::grading::Grade;
+        match g {
+            Grade::Hot => Self::Hot,
+            Grade::Warm => Self::Warm,
+            Grade::Cold => Self::Cold,
+            Grade::LongTerm => Self::LongTerm,
+        }
+    }
+}
+
+/// A prospective customer, before it is qualified and converted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Lead {
+    /// Given name of the person.
+    pub given_name: String,
+    /// Family name of the person.
+    pub family_name: String,
+    /// The shown and sorted name (derived from the names when empty, as for contacts).
+    pub display_name: String,
+    /// The person's company, as written.
+    pub company: String,
+    /// Job title.
+    pub title: String,
+    /// Phone numbers, E.164 once validated.
+    pub phones: Vec<Phone>,
+    /// E-mail addresses, lower-cased once validated.
+    pub emails: Vec<Email>,
+    /// Postal address.
+    pub address: PostalAddress,
+    /// Industry code or name.
+    pub industry: String,
+    /// Region used for routing and reporting.
+    pub region: String,
+    /// Where the lead came from (`web_form`, `trade_show`, `import`...).
+    pub source: String,
+    /// The campaign that brought the lead (its code or name).
+    pub campaign: String,
+    /// Products the lead asked about.
+    pub product_interest: Vec<Uuid>,
+    /// Company size in employees; 0 when unknown.
+    pub employee_count: i64,
+    /// Free text.
+    pub notes: String,
+    /// Free tags, lower-case.
+    pub tags: Vec<String>,
+    /// Qualification status.
+    pub status: LeadStatus,
+    /// The grade (output only: set by grading).
+    pub grade: LeadGrade,
+    /// The points the grade came from (output only).
+    pub grade_points: i64,
+    /// The grading rules that gave points, with their points (output only).
+    pub grade_reasons: Vec<GradeReason>,
+    /// Owning user.
+    pub owner: Option<Uuid>,
+    /// Territory.
+    pub territory: Option<Uuid>,
+    /// Tenant-defined fields (custom field definitions of collection `leads`).
+    pub custom_fields: CustomValues,
+}
+
+/// One grading rule that gave a lead points.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GradeReason {
+    /// The rule's id in the policy.
+    pub rule: String,
+    /// The points it gave.
+    pub points: i64,
+}
+
+impl Lead {
+    /// What grading reads of the lead.
+    pub fn facts(&self) -> LeadFacts {
+        let mut fields = BTreeMap::new();
+        fields.insert("title".to_owned(), self.title.clone());
+        fields.insert("campaign".to_owned(), self.campaign.clone());
+        fields.insert("company".to_owned(), self.company.clone());
+        fields.insert(
+            "address.region_code".to_owned(),
+            self.address.region_code.clone(),
+        );
+        for (k, v) in &self.custom_fields {
+            if let crm_core::model::CustomValue::Text(t) | crm_core::model::CustomValue::Enum(t) = v
+            {
+                fields.insert(format!("custom_fields.{k}"), t.clone());
+            }
+        }
+        LeadFacts {
+            source: self.source.clone(),
+            industry: self.industry.clone(),
+            region: self.region.clone(),
+            company_size: u32::try_from(self.employee_count).ok().filter(|n| *n > 0),
+            fields,
+            counters: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the grade fields from a grading result.
+    pub fn apply_grade(&mut self, r: &GradeResult) {
+        self.grade = r.grade.into();
+        self.grade_points = r.points;
+        self.grade_reasons = r
+            .hits
+            .iter()
+            .map(|h| GradeReason {
+                rule: h.rule.clone(),
+                points: i64::from(h.points),
+            })
+            .collect();
+    }
+}
+
+impl Resource for Lead {
+    const COLLECTION: &'static str = "leads";
+    const TABLE: &'static str = "leads";
+    const OWNED: bool = true;
+    const CUSTOM_FIELDS: bool = true;
+    const FIELDS: &'static [FieldSpec] = &[
+        FieldSpec::new("given_name", "given_name", Kind::Text).sort(),
+        FieldSpec::new("family_name", "family_name", Kind::Text).sort(),
+        FieldSpec::new("display_name", "display_name", Kind::Text).sort(),
+        FieldSpec::new("company", "company", Kind::Text).sort(),
+        FieldSpec::new("title", "title", Kind::Text).filter(),
+        FieldSpec::new("phones", "phones", Kind::Json),
+        FieldSpec::new("emails", "emails", Kind::Json),
+        FieldSpec::new("address", "address", Kind::Json),
+        FieldSpec::new("industry", "industry", Kind::Text).sort(),
+        FieldSpec::new("region", "region", Kind::Text).sort(),
+        FieldSpec::new("source", "source", Kind::Text).sort(),
+        FieldSpec::new("campaign", "campaign", Kind::Text).sort(),
+        FieldSpec::new(
+            "product_interest",
+            "product_interest",
+            Kind::RefList("products"),
+        )
+        .filter(),
+        FieldSpec::new("employee_count", "employee_count", Kind::Int).sort(),
+        FieldSpec::new("notes", "notes", Kind::Text),
+        FieldSpec::new("tags", "tags", Kind::Tags).filter(),
+        FieldSpec::new("status", "status", Kind::Enum(LeadStatus::NAMES)).sort(),
+        FieldSpec::new("grade", "grade", Kind::Enum(LeadGrade::NAMES)).sort(),
+        FieldSpec::new("grade_points", "grade_points", Kind::Int).sort(),
+        FieldSpec::new("grade_reasons", "grade_reasons", Kind::Json),
+        FieldSpec::new("owner", "owner_id", Kind::Ref("users")).filter(),
+        FieldSpec::new("territory", "territory_id", Kind::Ref("territories")).filter(),
+        FieldSpec::new("custom_fields", "custom_fields", Kind::Json),
+    ];
+
+    fn validate(&mut self) -> Result<()> {
+        let mut v = Violations::new();
+        for (field, value, max) in [
+            ("given_name", &mut self.given_name, MAX_SHORT_CHARS),
+            ("family_name", &mut self.family_name, MAX_SHORT_CHARS),
+            ("display_name", &mut self.display_name, MAX_SHORT_CHARS),
+            ("company", &mut self.company, MAX_SHORT_CHARS),
+            ("title", &mut self.title, MAX_SHORT_CHARS),
+            ("industry", &mut self.industry, 100),
+            ("region", &mut self.region, 100),
+            ("source", &mut self.source, 100),
+            ("campaign", &mut self.campaign, 200),
+            ("notes", &mut self.notes, 10_000),
+        ] {
+            if let Some(s) = v.check(validate::text(field, value, max, false)) {
+                *value = s;
+            }
+        }
+        if self.given_name.is_empty()
+            && self.family_name.is_empty()
+            && self.display_name.is_empty()
+            && self.company.is_empty()
+        {
+            v.add(
+                "display_name",
+                "a lead needs a given, family or display name, or a company",
+            );
+        }
+        if self.employee_count < 0 {
+            v.add("employee_count", "must not be negative");
+        }
+        if let Some(t) = v.check(validate::tags("tags", &self.tags)) {
+            self.tags = t;
+        }
+        contact::validate_address(&mut v, "address", &mut self.address);
+        let hint = (self.address.region_code.len() == 2).then(|| self.address.region_code.clone());
+        validate_phones(&mut v, &mut self.phones, hint.as_deref());
+        validate_emails(&mut v, &mut self.emails);
+        if self.product_interest.len() > validate::MAX_LIST_LEN {
+            v.add(
+                "product_interest",
+                format!("at most {} entries", validate::MAX_LIST_LEN),
+            );
+        }
+        v.into_result()
+    }
+
+    fn derive(&mut self) {
+        self.display_name =
+            contact::display_name(&self.given_name, &self.family_name, &self.display_name);
+        if self.display_name.is_empty() {
+            self.display_name = self.company.clone();
+        }
+    }
+
+    fn before_write<'a>(
+        tx: &'a Tx<'a>,
+        _id: Uuid,
+        _old: Option<&'a Self>,
+        data: &'a mut Self,
+    ) -> HookFuture<'a> {
+        Box::pin(async move {
+            // The grade is the system's: whatever the caller sent, it is recomputed.
+            match active_grading_policy(tx).await? {
+                Some(policy) => data.apply_grade(&policy.grade(&data.facts())),
+                None => {
+                    data.grade = LeadGrade::Ungraded;
+                    data.grade_points = 0;
+                    data.grade_reasons.clear();
+                }
+            }
+            data.derive();
+            Ok(())
+        })
+    }
+}
+
+/// The tenant's active grading policy, if any (read as the system inside the write).
+pub async fn active_grading_policy(tx: &Tx<'_>) -> Result<Option<GradingPolicy>> {
+    let found = tx
+        .find::<LeadGradingPolicy>(Condition::all().add(Expr::col("active").eq(true)), 1)
+        .await?;
+    Ok(found.into_iter().next().map(|r| r.data.policy()))
+}
+
+/// A tenant's grading rules for leads (O3). Several may be kept; at most one is active, and
+/// activating one deactivates the others in the same transaction. Every change is audited,
+/// so the audit trail is the policy's version history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LeadGradingPolicy {
+    /// A name for people.
+    pub display_name: String,
+    /// Whether new and changed leads are graded by this policy.
+    pub active: bool,
+    /// The rules; every rule that holds adds its points.
+    pub rules: Vec<GradingRule>,
+    /// Lowest points of each grade.
+    pub thresholds: GradeThresholds,
+}
+
+impl LeadGradingPolicy {
+    /// The pure policy.
+    pub fn policy(&self) -> GradingPolicy {
+        GradingPolicy {
+            rules: self.rules.clone(),
+            thresholds: self.thresholds,
+        }
+    }
+}
+
+impl Resource for LeadGradingPolicy {
+    const COLLECTION: &'static str = "leadGradingPolicies";
+    const TABLE: &'static str = "lead_grading_policies";
+    const DEFAULT_ORDER: &'static str = "display_name";
+    const FIELDS: &'static [FieldSpec] = &[
+        FieldSpec::new("display_name", "display_name", Kind::Text).sort(),
+        FieldSpec::new("active", "active", Kind::Bool).filter(),
+        FieldSpec::new("rules", "rules", Kind::Json),
+        FieldSpec::new("thresholds", "thresholds", Kind::Json),
+    ];
+
+    fn validate(&mut self) -> Result<()> {
+        let mut v = Violations::new();
+        if let Some(s) = v.check(validate::text(
+            "display_name",
+            &self.display_name,
+            MAX_SHORT_CHARS,
+            true,
+        )) {
+            self.display_name = s;
+        }
+        v.into_result()?;
+        self.policy().validate().map_err(into_core)
+    }
+
+    fn before_write<'a>(
+        tx: &'a Tx<'a>,
+        id: Uuid,
+        _old: Option<&'a Self>,
+        data: &'a mut Self,
+    ) -> HookFuture<'a> {
+        Box::pin(async move {
+            if !data.active {
+                return Ok(());
+            }
+            // One active policy: the others are switched off in this transaction.
+            let others = tx
+                .find::<LeadGradingPolicy>(
+                    Condition::all()
+                        .add(Expr::col("active").eq(true))
+                        .add(Expr::col("id").ne(id)),
+                    100,
+                )
+                .await?;
+            for o in others {
+                let patch = LeadGradingPolicy {
+                    active: false,
+                    ..Default::default()
+                };
+                tx.update(o.meta.id, patch, &["active".to_owned()], &o.meta.etag())
+                    .await
+                    .map_err(|e| {
+                        if e.kind == crm_core::error::ErrorKind::PermissionDenied {
+                            Error::permission_denied(
+                                "ACTION_NOT_ALLOWED",
+                                "activating a policy switches the active one off, which needs update rights on it",
+                            )
+                        } else {
+                            e
+                        }
+                    })?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The crate's schema changes, in order.
+pub const SCHEMA: &[SchemaChange] = &[SchemaChange::new(
+    "m20261125_100001_leads",
+    &[
+        crm_core::resource_table!(
+            "leads",
+            "given_name TEXT NOT NULL, family_name TEXT NOT NULL, display_name TEXT NOT NULL, \
+             company TEXT NOT NULL, title TEXT NOT NULL, phones TEXT NOT NULL, \
+             emails TEXT NOT NULL, address TEXT NOT NULL, industry TEXT NOT NULL, \
+             region TEXT NOT NULL, source TEXT NOT NULL, campaign TEXT NOT NULL, \
+             product_interest TEXT NOT NULL, employee_count BIGINT NOT NULL, \
+             notes TEXT NOT NULL, tags TEXT NOT NULL, status TEXT NOT NULL, \
+             grade TEXT NOT NULL, grade_points BIGINT NOT NULL, grade_reasons TEXT NOT NULL, \
+             owner_id UUID NULL, territory_id UUID NULL, custom_fields TEXT NOT NULL"
+        ),
+        "CREATE INDEX leads_name ON leads (tenant_id, display_name, id)",
+        "CREATE INDEX leads_owner ON leads (tenant_id, owner_id, id)",
+        "CREATE INDEX leads_status ON leads (tenant_id, status, id)",
+        "CREATE INDEX leads_create ON leads (tenant_id, create_time, id)",
+        crm_core::resource_table!(
+            "lead_grading_policies",
+            "display_name TEXT NOT NULL, active BOOLEAN NOT NULL, rules TEXT NOT NULL, \
+             thresholds TEXT NOT NULL"
+        ),
+        "CREATE INDEX lead_grading_policies_active ON lead_grading_policies (tenant_id, active)",
+    ],
+)];

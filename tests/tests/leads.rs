@@ -1,0 +1,496 @@
+//! LeadService (crm-operational): leads graded in their write transaction by the tenant's
+//! active grading policy, on SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crm_api::v1::grading_condition::Condition as C;
+use crm_api::v1::*;
+use crm_tests::{Backend, TestServer, both, expect_code, mask, req, violated_fields};
+use tonic::Code;
+use uuid::Uuid;
+
+fn values(v: &[&str]) -> ValueList {
+    ValueList {
+        values: v.iter().map(|s| (*s).to_string()).collect(),
+    }
+}
+
+fn rule(id: &str, c: C, points: i32) -> GradingRule {
+    GradingRule {
+        id: id.into(),
+        description: String::new(),
+        when: Some(GradingCondition { condition: Some(c) }),
+        points,
+    }
+}
+
+/// Trade-show leads from Germany in manufacturing are hot; big companies add points;
+/// students take points away.
+fn policy(name: &str, active: bool) -> LeadGradingPolicy {
+    LeadGradingPolicy {
+        display_name: name.into(),
+        active,
+        rules: vec![
+            rule("show", C::Source(values(&["trade_show"])), 40),
+            rule("de", C::Region(values(&["DE"])), 20),
+            rule(
+                "big",
+                C::CompanySize(CountRange {
+                    min: Some(500),
+                    max: None,
+                }),
+                15,
+            ),
+            rule(
+                "student",
+                C::Field(FieldValues {
+                    field: "title".into(),
+                    values: vec!["Student".into()],
+                }),
+                -50,
+            ),
+        ],
+        thresholds: Some(GradeThresholds {
+            hot: 70,
+            warm: 40,
+            cold: 10,
+        }),
+        ..Default::default()
+    }
+}
+
+fn lead(source: &str, region: &str, employees: i64) -> Lead {
+    Lead {
+        given_name: "Anna".into(),
+        family_name: "Schmidt".into(),
+        company: "Muster GmbH".into(),
+        phones: vec![Phone {
+            number: "030 1234567".into(),
+            ..Default::default()
+        }],
+        emails: vec![Email {
+            address: "Anna.Schmidt@Muster.example".into(),
+            ..Default::default()
+        }],
+        address: Some(PostalAddress {
+            region_code: "de".into(),
+            ..Default::default()
+        }),
+        source: source.into(),
+        region: region.into(),
+        employee_count: employees,
+        ..Default::default()
+    }
+}
+
+async fn create(s: &TestServer, t: &str, l: Lead) -> Result<Lead, tonic::Status> {
+    s.leads()
+        .create_lead(req(
+            t,
+            CreateLeadRequest {
+                lead: Some(l),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn leads_are_captured_normalised_and_graded(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+
+    // No policy yet: ungraded; phones and e-mails normalised; the name derived.
+    let l = create(&s, &t, lead("trade_show", "DE", 800)).await.unwrap();
+    assert_eq!(l.grade, LeadGrade::Ungraded as i32);
+    assert_eq!(l.status, LeadStatus::New as i32);
+    assert_eq!(l.phones[0].number, "+49301234567");
+    assert_eq!(l.emails[0].address, "anna.schmidt@muster.example");
+    assert_eq!(l.display_name, "Anna Schmidt");
+    assert!(l.name.starts_with("leads/"));
+
+    // An active policy grades every later write, with its reasons.
+    let p = s
+        .leads()
+        .create_lead_grading_policy(req(
+            &t,
+            CreateLeadGradingPolicyRequest {
+                policy: Some(policy("Default", true)),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(p.active);
+    let hot = create(&s, &t, lead("trade_show", "DE", 800)).await.unwrap();
+    assert_eq!(hot.grade, LeadGrade::Hot as i32, "{hot:?}");
+    assert_eq!(hot.grade_points, 75);
+    let reasons: Vec<(&str, i64)> = hot
+        .grade_reasons
+        .iter()
+        .map(|r| (r.rule.as_str(), r.points))
+        .collect();
+    assert_eq!(reasons, [("show", 40), ("de", 20), ("big", 15)]);
+    let warm = create(&s, &t, lead("trade_show", "FR", 10)).await.unwrap();
+    assert_eq!(warm.grade, LeadGrade::Warm as i32);
+    let cold = create(&s, &t, lead("web_form", "DE", 0)).await.unwrap();
+    assert_eq!(cold.grade, LeadGrade::Cold as i32);
+
+    // A grade the caller sends is replaced by grading.
+    let mut forged = lead("web_form", "FR", 0);
+    forged.grade = LeadGrade::Hot as i32;
+    forged.grade_points = 1000;
+    let forged = create(&s, &t, forged).await.unwrap();
+    assert_eq!(forged.grade, LeadGrade::LongTerm as i32);
+    assert_eq!(forged.grade_points, 0);
+
+    // An update regrades: the student loses 50 points.
+    let updated = s
+        .leads()
+        .update_lead(req(
+            &t,
+            UpdateLeadRequest {
+                lead: Some(Lead {
+                    name: hot.name.clone(),
+                    title: "Student".into(),
+                    etag: hot.etag.clone(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["title"]),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.grade_points, 25);
+    assert_eq!(updated.grade, LeadGrade::Cold as i32);
+
+    // Lists filter and sort by grade.
+    let hot_ones = s
+        .leads()
+        .list_leads(req(
+            &t,
+            ListLeadsRequest {
+                filter: "grade = \"WARM\"".into(),
+                order_by: "grade_points desc".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .leads;
+    assert_eq!(hot_ones.len(), 1);
+    assert_eq!(hot_ones[0].name, warm.name);
+
+    // Activating another policy switches the first one off, in the same write.
+    let second = s
+        .leads()
+        .create_lead_grading_policy(req(
+            &t,
+            CreateLeadGradingPolicyRequest {
+                policy: Some(policy("Second", true)),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let active = s
+        .leads()
+        .list_lead_grading_policies(req(
+            &t,
+            ListLeadGradingPoliciesRequest {
+                filter: "active = true".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .policies;
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].name, second.name);
+
+    // Idempotent capture: the same request id gives the same lead, once.
+    let rid = Uuid::now_v7().to_string();
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let l = s
+            .leads()
+            .create_lead(req(
+                &t,
+                CreateLeadRequest {
+                    lead: Some(lead("web_form", "DE", 5)),
+                    request_id: rid.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        names.push(l.name);
+    }
+    assert_eq!(names[0], names[1]);
+}
+
+async fn bad_leads_and_policies_are_refused_by_field(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+
+    let e = expect_code(
+        create(
+            &s,
+            &t,
+            Lead {
+                phones: vec![Phone {
+                    number: "++49".into(),
+                    ..Default::default()
+                }],
+                emails: vec![Email {
+                    address: "not an address".into(),
+                    ..Default::default()
+                }],
+                employee_count: -1,
+                status: 99,
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    let fields = violated_fields(&e);
+    assert!(fields.contains(&"lead.status".to_string()), "{fields:?}");
+    let e = expect_code(
+        create(
+            &s,
+            &t,
+            Lead {
+                phones: vec![Phone {
+                    number: "++49".into(),
+                    ..Default::default()
+                }],
+                emails: vec![Email {
+                    address: "not an address".into(),
+                    ..Default::default()
+                }],
+                employee_count: -1,
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    let fields = violated_fields(&e);
+    for f in [
+        "lead.display_name",
+        "lead.phones[0].number",
+        "lead.emails[0].address",
+        "lead.employee_count",
+    ] {
+        assert!(fields.contains(&f.to_string()), "{f} not in {fields:?}");
+    }
+
+    // Policies: reversed thresholds, an empty value list, a duplicate rule id, a rule
+    // without a condition.
+    let mut bad = policy("Bad", true);
+    bad.thresholds = Some(GradeThresholds {
+        hot: 10,
+        warm: 40,
+        cold: 5,
+    });
+    bad.rules.push(rule("show", C::Industry(values(&[])), 5));
+    let e = expect_code(
+        s.leads()
+            .create_lead_grading_policy(req(
+                &t,
+                CreateLeadGradingPolicyRequest {
+                    policy: Some(bad),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    let fields = violated_fields(&e);
+    for f in [
+        "policy.thresholds.hot",
+        "policy.rules[4].id",
+        "policy.rules[4].when.values",
+    ] {
+        assert!(
+            fields.iter().any(|x| x.starts_with(f)),
+            "{f} not in {fields:?}"
+        );
+    }
+    let mut missing = policy("Missing", false);
+    missing.rules[0].when = None;
+    let e = expect_code(
+        s.leads()
+            .create_lead_grading_policy(req(
+                &t,
+                CreateLeadGradingPolicyRequest {
+                    policy: Some(missing),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), ["policy.rules[0].when"]);
+    // Nothing was written by the refused calls.
+    assert_eq!(s.count("leads", "acme").await, 0);
+    assert_eq!(s.count("lead_grading_policies", "acme").await, 0);
+}
+
+async fn leads_are_tenant_scoped_and_permission_checked(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    s.tenant("globex").await;
+    let a = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let g = s.token("globex", Uuid::now_v7(), &["admin"]);
+    let l = create(&s, &a, lead("web_form", "DE", 5)).await.unwrap();
+
+    expect_code(
+        s.leads()
+            .get_lead(req(
+                &g,
+                GetLeadRequest {
+                    name: l.name.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.leads()
+            .update_lead(req(
+                &g,
+                UpdateLeadRequest {
+                    lead: Some(Lead {
+                        name: l.name.clone(),
+                        notes: "hack".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["notes"]),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.leads()
+            .delete_lead(req(
+                &g,
+                DeleteLeadRequest {
+                    name: l.name.clone(),
+                    etag: String::new(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    let listed = s
+        .leads()
+        .list_leads(req(&g, ListLeadsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .leads;
+    assert!(listed.is_empty());
+
+    // A role with leads of its own only: sees its own, not the admin's; no grading
+    // policies at all.
+    use Action::*;
+    s.access()
+        .create_role(req(
+            &a,
+            CreateRoleRequest {
+                role_id: "rep".into(),
+                role: Some(Role {
+                    display_name: "Rep".into(),
+                    grants: vec![Grant {
+                        collection: "leads".into(),
+                        actions: [Read, Create, Update].iter().map(|x| *x as i32).collect(),
+                        scope: Scope::Own as i32,
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let rep = s.token("acme", Uuid::now_v7(), &["rep"]);
+    let own = create(&s, &rep, lead("web_form", "DE", 5)).await.unwrap();
+    // Inside the tenant, a record out of scope is PERMISSION_DENIED OUT_OF_SCOPE (another
+    // tenant's is NOT_FOUND, above).
+    let e = expect_code(
+        s.leads()
+            .get_lead(req(
+                &rep,
+                GetLeadRequest {
+                    name: l.name.clone(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(crm_tests::reason(&e), "OUT_OF_SCOPE");
+    let mine = s
+        .leads()
+        .list_leads(req(&rep, ListLeadsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .leads;
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].name, own.name);
+    expect_code(
+        s.leads()
+            .delete_lead(req(
+                &rep,
+                DeleteLeadRequest {
+                    name: own.name.clone(),
+                    etag: String::new(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        s.leads()
+            .create_lead_grading_policy(req(
+                &rep,
+                CreateLeadGradingPolicyRequest {
+                    policy: Some(policy("Mine", true)),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    // Leads are graded by the active policy whatever the caller may read of policies.
+    s.leads()
+        .create_lead_grading_policy(req(
+            &a,
+            CreateLeadGradingPolicyRequest {
+                policy: Some(policy("Default", true)),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let graded = create(&s, &rep, lead("trade_show", "DE", 800))
+        .await
+        .unwrap();
+    assert_eq!(graded.grade, LeadGrade::Hot as i32);
+}
+
+both!(
+    leads_are_captured_normalised_and_graded,
+    bad_leads_and_policies_are_refused_by_field,
+    leads_are_tenant_scoped_and_permission_checked,
+);
