@@ -489,7 +489,342 @@ async fn leads_are_tenant_scoped_and_permission_checked(backend: Backend) {
     assert_eq!(graded.grade, LeadGrade::Hot as i32);
 }
 
+async fn user(s: &TestServer, t: &str, n: &str, capacity: i64, active: bool) -> String {
+    s.directory()
+        .create_user(req(
+            t,
+            CreateUserRequest {
+                user: Some(User {
+                    display_name: n.into(),
+                    email: format!("{n}@acme.example"),
+                    capacity,
+                    active,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .name
+}
+
+fn target(user: &str) -> AssignmentTarget {
+    AssignmentTarget {
+        user: user.into(),
+        weight: 1,
+        regional_manager: false,
+    }
+}
+
+async fn rule_set(
+    s: &TestServer,
+    t: &str,
+    rules: Vec<AssignmentRule>,
+    fallback: &str,
+) -> AssignmentRuleSet {
+    s.leads()
+        .create_assignment_rule_set(req(
+            t,
+            CreateAssignmentRuleSetRequest {
+                rule_set: Some(AssignmentRuleSet {
+                    display_name: "Routing".into(),
+                    active: true,
+                    rules,
+                    fallback: fallback.into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn leads_are_routed_by_the_active_rule_set(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let anna = user(&s, &t, "anna", 3, true).await;
+    let ben = user(&s, &t, "ben", 0, true).await;
+    let gone = user(&s, &t, "gone", 0, false).await;
+    let queue = user(&s, &t, "queue", 0, true).await;
+    let set = rule_set(
+        &s,
+        &t,
+        vec![AssignmentRule {
+            id: "dach".into(),
+            regions: vec!["DE".into(), "AT".into()],
+            targets: vec![target(&anna), target(&gone), target(&ben)],
+            strategy: AssignmentStrategy::RoundRobin as i32,
+            ..Default::default()
+        }],
+        &queue,
+    )
+    .await;
+    assert_eq!(set.version, 1);
+
+    // Where the next DACH lead would go, without a round-robin step.
+    let dry = s
+        .leads()
+        .dry_run_assignment(req(
+            &t,
+            DryRunAssignmentRequest {
+                lead: Some(lead("web_form", "DE", 5)),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dry.via, AssignmentVia::Rule as i32);
+    let first_owner = dry.owner.clone();
+
+    // In turn, skipping the deactivated user; anna holds at most 3 open leads.
+    let mut owners = Vec::new();
+    for _ in 0..6 {
+        let l = create(&s, &t, lead("web_form", "DE", 5)).await.unwrap();
+        let a = l.assignment.clone().unwrap();
+        assert_eq!(a.owner, l.owner);
+        assert_eq!(a.rule_set, set.name);
+        owners.push((l.owner.clone(), a.via, a.rule));
+    }
+    assert_eq!(
+        owners[0].0, first_owner,
+        "the dry run did not move the rotation"
+    );
+    let by = |u: &str| owners.iter().filter(|o| o.0 == u).count();
+    assert_eq!(by(&anna), 3, "{owners:?}");
+    assert_eq!(by(&ben), 3, "{owners:?}");
+    assert_eq!(by(&gone), 0);
+    assert!(
+        owners
+            .iter()
+            .all(|o| o.1 == AssignmentVia::Rule as i32 && o.2 == "dach")
+    );
+    // anna is full now: the next ones go to ben.
+    let l = create(&s, &t, lead("web_form", "AT", 5)).await.unwrap();
+    assert_eq!(l.owner, ben);
+    let a = l.assignment.unwrap();
+    let anna_note = a.tried[0]
+        .candidates
+        .iter()
+        .find(|c| c.user == anna)
+        .unwrap();
+    assert_eq!(anna_note.outcome, "OVER_CAPACITY");
+    let gone_note = a.tried[0]
+        .candidates
+        .iter()
+        .find(|c| c.user == gone)
+        .unwrap();
+    assert_eq!(gone_note.outcome, "INACTIVE");
+
+    // No rule matches: the fallback user. An owner named by the caller: manual.
+    let fr = create(&s, &t, lead("web_form", "FR", 5)).await.unwrap();
+    assert_eq!(fr.owner, queue);
+    assert_eq!(fr.assignment.unwrap().via, AssignmentVia::Fallback as i32);
+    let mut named = lead("web_form", "DE", 5);
+    named.owner = ben.clone();
+    let named = create(&s, &t, named).await.unwrap();
+    assert_eq!(named.owner, ben);
+    assert_eq!(named.assignment.unwrap().via, AssignmentVia::Manual as i32);
+
+    // Reassignment by hand is recorded as manual, with the audit trail of the owner.
+    let moved = s
+        .leads()
+        .update_lead(req(
+            &t,
+            UpdateLeadRequest {
+                lead: Some(Lead {
+                    name: fr.name.clone(),
+                    owner: anna.clone(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["owner"]),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.owner, anna);
+    assert_eq!(moved.assignment.unwrap().via, AssignmentVia::Manual as i32);
+}
+
+async fn routing_under_concurrent_creates_is_exact(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let a = user(&s, &t, "a", 0, true).await;
+    let b = user(&s, &t, "b", 0, true).await;
+    let c = user(&s, &t, "c", 5, true).await;
+    let q = user(&s, &t, "q", 0, true).await;
+    rule_set(
+        &s,
+        &t,
+        vec![
+            AssignmentRule {
+                id: "rr".into(),
+                regions: vec!["DE".into()],
+                targets: vec![target(&a), target(&b)],
+                ..Default::default()
+            },
+            AssignmentRule {
+                id: "cap".into(),
+                regions: vec!["FR".into()],
+                targets: vec![target(&c)],
+                strategy: AssignmentStrategy::LeastLoaded as i32,
+                ..Default::default()
+            },
+        ],
+        &q,
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let s2 = s.leads();
+        let t2 = t.clone();
+        let region = if i % 2 == 0 { "DE" } else { "FR" };
+        let l = lead("web_form", region, 5);
+        tasks.push(tokio::spawn(async move {
+            let mut s2 = s2;
+            s2.create_lead(req(
+                &t2,
+                CreateLeadRequest {
+                    lead: Some(l),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner().owner)
+        }));
+    }
+    let mut owners = Vec::new();
+    for task in tasks {
+        owners.push(task.await.unwrap().unwrap());
+    }
+    let by = |u: &str| owners.iter().filter(|o| *o == u).count();
+    // 12 DE leads split exactly in turn; 12 FR leads: c takes its capacity of 5, the
+    // fallback the rest.
+    assert_eq!((by(&a), by(&b)), (6, 6), "{owners:?}");
+    assert_eq!((by(&c), by(&q)), (5, 7), "{owners:?}");
+}
+
+async fn bad_rule_sets_are_refused_by_field(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let a = user(&s, &t, "a", 0, true).await;
+    let stranger = format!("users/{}", Uuid::now_v7());
+    let create_set = |set: AssignmentRuleSet| {
+        let mut c = s.leads();
+        let t = t.clone();
+        async move {
+            c.create_assignment_rule_set(req(
+                &t,
+                CreateAssignmentRuleSetRequest {
+                    rule_set: Some(set),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+        }
+    };
+    // No fallback, a target that does not exist, a rule without targets, duplicate ids.
+    let e = expect_code(
+        create_set(AssignmentRuleSet {
+            display_name: "x".into(),
+            rules: vec![
+                AssignmentRule {
+                    id: "r".into(),
+                    targets: vec![target(&a)],
+                    ..Default::default()
+                },
+                AssignmentRule {
+                    id: "r".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    let fields = violated_fields(&e);
+    assert!(
+        fields.contains(&"rule_set.fallback".to_string()),
+        "{fields:?}"
+    );
+    let e = expect_code(
+        create_set(AssignmentRuleSet {
+            display_name: "x".into(),
+            rules: vec![
+                AssignmentRule {
+                    id: "r".into(),
+                    targets: vec![target(&a)],
+                    ..Default::default()
+                },
+                AssignmentRule {
+                    id: "r".into(),
+                    ..Default::default()
+                },
+            ],
+            fallback: a.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    let fields = violated_fields(&e);
+    assert!(
+        fields.iter().any(|f| f.starts_with("rule_set.rules[1].id")),
+        "{fields:?}"
+    );
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.starts_with("rule_set.rules[1].targets")),
+        "{fields:?}"
+    );
+    let e = expect_code(
+        create_set(AssignmentRuleSet {
+            display_name: "x".into(),
+            rules: vec![AssignmentRule {
+                id: "r".into(),
+                targets: vec![target(&stranger)],
+                ..Default::default()
+            }],
+            fallback: a.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        violated_fields(&e)
+            .iter()
+            .any(|f| f.starts_with("rule_set.rules[0].targets[0]")),
+        "{e:?}"
+    );
+    // Without an active rule set a dry run says so.
+    expect_code(
+        s.leads()
+            .dry_run_assignment(req(
+                &t,
+                DryRunAssignmentRequest {
+                    lead: Some(lead("web_form", "DE", 5)),
+                },
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(s.count("assignment_rule_sets", "acme").await, 0);
+}
+
 both!(
+    leads_are_routed_by_the_active_rule_set,
+    routing_under_concurrent_creates_is_exact,
+    bad_rule_sets_are_refused_by_field,
     leads_are_captured_normalised_and_graded,
     bad_leads_and_policies_are_refused_by_field,
     leads_are_tenant_scoped_and_permission_checked,

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_init;
 mod m20261124_000002_tag_indexes;
 mod m20261125_000003_jobs;
+mod m20261125_000004_counters;
 
 /// The shared model's migrations, then every schema change the domain crates registered
 /// (`crm_core::registry::RegistryBuilder::schema`), in registration order. Install the registry
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_init::Migration),
             Box::new(m20261124_000002_tag_indexes::Migration),
             Box::new(m20261125_000003_jobs::Migration),
+            Box::new(m20261125_000004_counters::Migration),
         ];
         for change in crm_core::registry::registry().schema_changes() {
             all.push(Box::new(DomainChange(*change)));

@@ -4,6 +4,7 @@
 
 use crate::error::into_core;
 use crate::grading::{GradeResult, GradeThresholds, GradingPolicy, GradingRule, LeadFacts};
+use crate::routing::{AssignmentDecision, route};
 use crm_core::error::{Error, Result};
 use crm_core::model::contact::{
     self, Email, Phone, PostalAddress, validate_emails, validate_phones,
@@ -115,6 +116,8 @@ pub struct Lead {
     pub territory: Option<Uuid>,
     /// Tenant-defined fields (custom field definitions of collection `leads`).
     pub custom_fields: CustomValues,
+    /// Where the lead was routed and why (output only; see [`crate::routing`]).
+    pub assignment: AssignmentDecision,
 }
 
 /// One grading rule that gave a lead points.
@@ -203,6 +206,7 @@ impl Resource for Lead {
         FieldSpec::new("owner", "owner_id", Kind::Ref("users")).filter(),
         FieldSpec::new("territory", "territory_id", Kind::Ref("territories")).filter(),
         FieldSpec::new("custom_fields", "custom_fields", Kind::Json),
+        FieldSpec::new("assignment", "assignment", Kind::Json),
     ];
 
     fn validate(&mut self) -> Result<()> {
@@ -263,7 +267,7 @@ impl Resource for Lead {
     fn before_write<'a>(
         tx: &'a Tx<'a>,
         _id: Uuid,
-        _old: Option<&'a Self>,
+        old: Option<&'a Self>,
         data: &'a mut Self,
     ) -> HookFuture<'a> {
         Box::pin(async move {
@@ -277,8 +281,32 @@ impl Resource for Lead {
                 }
             }
             data.derive();
+            // So is the assignment: routed when created without an owner, manual when a
+            // person names or changes the owner, otherwise kept.
+            match old {
+                None if data.owner.is_none() => {
+                    data.assignment = AssignmentDecision::default();
+                    if let Some(d) = route(tx, data, true).await? {
+                        data.owner = d.owner;
+                        data.assignment = d;
+                    }
+                }
+                None => data.assignment = manual(tx, data.owner),
+                Some(o) if o.owner != data.owner => data.assignment = manual(tx, data.owner),
+                Some(o) => data.assignment = o.assignment.clone(),
+            }
             Ok(())
         })
+    }
+}
+
+/// A decision of the person writing: they named the owner.
+fn manual(tx: &Tx<'_>, owner: Option<Uuid>) -> AssignmentDecision {
+    AssignmentDecision {
+        via: "MANUAL".to_owned(),
+        owner,
+        reason: format!("owner set by users/{}", tx.ctx().principal.user),
+        ..Default::default()
     }
 }
 
@@ -396,7 +424,8 @@ pub const SCHEMA: &[SchemaChange] = &[SchemaChange::new(
              product_interest TEXT NOT NULL, employee_count BIGINT NOT NULL, \
              notes TEXT NOT NULL, tags TEXT NOT NULL, status TEXT NOT NULL, \
              grade TEXT NOT NULL, grade_points BIGINT NOT NULL, grade_reasons TEXT NOT NULL, \
-             owner_id UUID NULL, territory_id UUID NULL, custom_fields TEXT NOT NULL"
+             owner_id UUID NULL, territory_id UUID NULL, custom_fields TEXT NOT NULL, \
+             assignment TEXT NOT NULL"
         ),
         "CREATE INDEX leads_name ON leads (tenant_id, display_name, id)",
         "CREATE INDEX leads_owner ON leads (tenant_id, owner_id, id)",
@@ -408,5 +437,13 @@ pub const SCHEMA: &[SchemaChange] = &[SchemaChange::new(
              thresholds TEXT NOT NULL"
         ),
         "CREATE INDEX lead_grading_policies_active ON lead_grading_policies (tenant_id, active)",
+        crm_core::resource_table!(
+            "assignment_rule_sets",
+            "display_name TEXT NOT NULL, active BOOLEAN NOT NULL, mode TEXT NOT NULL, \
+             rules TEXT NOT NULL, fallback_id UUID NULL, version BIGINT NOT NULL"
+        ),
+        "CREATE INDEX assignment_rule_sets_active ON assignment_rule_sets (tenant_id, active)",
+        // Open leads per owner (routing's load count).
+        "CREATE INDEX leads_owner_status ON leads (tenant_id, owner_id, status)",
     ],
 )];

@@ -11,6 +11,7 @@
 //! and the resources the gateway serves, on crm-core's engine:
 //!
 //! - [`lead`]: leads and the tenant's grading policies, graded in the write transaction.
+//! - [`routing`]: assignment rule sets, and leads routed to an owner in the same transaction.
 //!
 //! Configuration types are serde structs, to be stored as JSON rows by a store layer.
 #![warn(missing_docs)]
@@ -21,11 +22,13 @@ pub mod grading;
 pub mod lead;
 pub mod matching;
 pub mod normalize;
+pub mod routing;
 
 /// Registers the crate's collections and schema changes (called by the gateway at start).
 pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
     r.resource::<lead::Lead>()
-        .resource::<lead::LeadGradingPolicy>();
+        .resource::<lead::LeadGradingPolicy>()
+        .resource::<routing::AssignmentRuleSet>();
     for change in lead::SCHEMA {
         r.schema(*change);
     }

@@ -297,15 +297,21 @@ impl Ctx {
         self.check_writable::<R>(&set)?;
         data.validate()?;
         data.derive();
-        let mut obj = store::to_object(&data)?;
-        if R::OWNED && ref_of(&obj, "owner").is_none() {
-            obj.insert(
+        let obj = store::to_object(&data)?;
+        // The create scope is checked as if the caller owned what they name no owner for;
+        // the record itself keeps no owner until its `before_write` hook has run (a hook
+        // may route it), and then gets the caller when it still has none.
+        let in_scope = if R::OWNED && ref_of(&obj, "owner").is_none() {
+            let mut owned = obj.clone();
+            owned.insert(
                 "owner".into(),
                 Json::String(self.principal.user.to_string()),
             );
-            data = store::from_object(obj.clone())?;
-        }
-        if !self.in_scope::<R, _>(conn, scopes, &obj).await? {
+            self.in_scope::<R, _>(conn, scopes, &owned).await?
+        } else {
+            self.in_scope::<R, _>(conn, scopes, &obj).await?
+        };
+        if !in_scope {
             return Err(self.out_of_scope::<R>(Action::Create, id));
         }
         let now = self.clock.now();
@@ -475,6 +481,57 @@ impl<'c> Tx<'c> {
         )
     }
 
+    /// The tenant's counter `key` (0 when new), locked until this transaction ends: another
+    /// transaction taking the same counter waits for this one to commit or roll back (on
+    /// SQLite the single writer already serialises them). For use cases that must not
+    /// interleave with others of their kind: round-robin assignment, capacity limits,
+    /// numbering. Store the next value with [`Tx::set_counter`].
+    pub async fn lock_counter(&self, key: &str) -> Result<i64> {
+        let stmt = sea_orm::Statement::from_sql_and_values(
+            self.conn().get_database_backend(),
+            match self.conn().get_database_backend() {
+                sea_orm::DbBackend::Postgres => {
+                    "INSERT INTO counters (tenant_id, counter_key, value) VALUES ($1, $2, 0) \
+                     ON CONFLICT (tenant_id, counter_key) DO UPDATE SET value = counters.value \
+                     RETURNING value"
+                }
+                _ => {
+                    "INSERT INTO counters (tenant_id, counter_key, value) VALUES (?, ?, 0) \
+                     ON CONFLICT (tenant_id, counter_key) DO UPDATE SET value = counters.value \
+                     RETURNING value"
+                }
+            },
+            [
+                sea_orm::Value::from(self.ctx.tenant()),
+                sea_orm::Value::from(key),
+            ],
+        );
+        let row = self
+            .conn()
+            .query_one_raw(stmt)
+            .await?
+            .ok_or_else(|| Error::internal("the counter upsert returned no row"))?;
+        Ok(row.try_get::<i64>("", "value")?)
+    }
+
+    /// Stores a counter's next value with this transaction (see [`Tx::lock_counter`]).
+    pub async fn set_counter(&self, key: &str, value: i64) -> Result<()> {
+        let mut q = Query::update();
+        q.table(col("counters"))
+            .value(col("value"), value)
+            .and_where(Expr::col(col("tenant_id")).eq(self.ctx.tenant()))
+            .and_where(Expr::col(col("counter_key")).eq(key));
+        let n = self.conn().execute(&q).await?.rows_affected();
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(Error::failed_precondition(
+                "COUNTER_NOT_LOCKED",
+                format!("counter {key} must be taken with lock_counter first"),
+            ))
+        }
+    }
+
     /// Updates a record (see [`Ctx::update`]).
     pub async fn update<R: Resource>(
         &self,
@@ -502,7 +559,15 @@ impl<'c> Tx<'c> {
         let ctx = self.ctx;
         let conn = self.conn();
         R::before_write(self, p.meta.id, None, &mut p.data).await?;
-        let after = store::to_object(&p.data)?;
+        let mut after = store::to_object(&p.data)?;
+        if R::OWNED && ref_of(&after, "owner").is_none() {
+            // Neither the caller nor the hook named an owner: the caller owns it (no change
+            // of the hook's, so no second validation for it).
+            let me = Json::String(ctx.principal.user.to_string());
+            after.insert("owner".into(), me.clone());
+            p.obj.insert("owner".into(), me);
+            p.data = store::from_object(after.clone())?;
+        }
         if after != p.obj {
             // The hook changed the record: what it stores must be valid too.
             p.data.validate()?;

@@ -7,9 +7,15 @@ use crm_api::v1::lead_service_server::LeadService;
 use crm_core::error::{Error, Result};
 use crm_core::model;
 use crm_core::resource::Record;
+use crm_operational::assignment::{
+    AssignmentRule, CandidateOutcome, DealSizeRange, EvaluationMode, Owner, RuleConditions,
+    Strategy, Target, TargetKind,
+};
+use crm_operational::grading::Grade;
 use crm_operational::grading::{Condition, GradeThresholds, GradingRule};
 use crm_operational::lead::{GradeReason, Lead, LeadGrade, LeadGradingPolicy, LeadStatus};
-use pb::{ListLeadGradingPoliciesResponse, ListLeadsResponse};
+use crm_operational::routing::{AssignmentDecision, AssignmentRuleSet};
+use pb::{ListAssignmentRuleSetsResponse, ListLeadGradingPoliciesResponse, ListLeadsResponse};
 
 pub struct Leads(pub Gateway);
 
@@ -121,6 +127,8 @@ impl Wire<Lead> for pb::Lead {
             owner: reference("owner", "users", &self.owner)?,
             territory: reference("territory", "territories", &self.territory)?,
             custom_fields: convert::custom_in(self.custom_fields)?,
+            // Output only: whatever is sent is replaced by the decision.
+            assignment: AssignmentDecision::default(),
         })
     }
 
@@ -177,6 +185,247 @@ impl Wire<Lead> for pb::Lead {
             owner: name("users", d.owner),
             territory: name("territories", d.territory),
             custom_fields: convert::custom_out(d.custom_fields),
+            create_time: Some(ts(r.meta.create_time)),
+            update_time: Some(ts(r.meta.update_time)),
+            etag: r.meta.etag(),
+            hidden_fields: hidden(&r.hidden),
+            assignment: Some(decision_out(d.assignment)),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+}
+
+pub(crate) fn decision_out(d: AssignmentDecision) -> pb::AssignmentDecision {
+    use pb::AssignmentVia as V;
+    pb::AssignmentDecision {
+        rule_set: name("assignmentRuleSets", d.rule_set),
+        rule_set_version: d.rule_set_version,
+        via: (match d.via.as_str() {
+            "RULE" => V::Rule,
+            "FALLBACK" => V::Fallback,
+            "MANUAL" => V::Manual,
+            _ => V::Unspecified,
+        }) as i32,
+        rule: d.rule,
+        owner: name("users", d.owner),
+        matched_rules: d.matched_rules,
+        tried: d
+            .tried
+            .into_iter()
+            .map(|t| pb::RuleAttempt {
+                rule: t.rule,
+                specificity: t.specificity,
+                candidates: t
+                    .candidates
+                    .into_iter()
+                    .map(|c| {
+                        let (outcome, detail) = match c.outcome {
+                            CandidateOutcome::Chosen => ("CHOSEN", String::new()),
+                            CandidateOutcome::Eligible => ("ELIGIBLE", String::new()),
+                            CandidateOutcome::Unknown => ("UNKNOWN", String::new()),
+                            CandidateOutcome::Inactive => ("INACTIVE", String::new()),
+                            CandidateOutcome::OverCapacity { load, capacity } => (
+                                "OVER_CAPACITY",
+                                format!("{load} open leads, capacity {capacity}"),
+                            ),
+                            CandidateOutcome::MissingSkills { missing } => {
+                                ("MISSING_SKILLS", missing.join(", "))
+                            }
+                            CandidateOutcome::ZeroWeight => ("ZERO_WEIGHT", String::new()),
+                        };
+                        pb::CandidateNote {
+                            user: name("users", Some(c.owner.id)),
+                            outcome: outcome.to_owned(),
+                            detail,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+        reason: d.reason,
+    }
+}
+
+fn grade_of(field: &str, g: i32) -> Result<Grade> {
+    match grade_in(g)? {
+        LeadGrade::Hot => Ok(Grade::Hot),
+        LeadGrade::Warm => Ok(Grade::Warm),
+        LeadGrade::Cold => Ok(Grade::Cold),
+        LeadGrade::LongTerm => Ok(Grade::LongTerm),
+        LeadGrade::Ungraded => Err(Error::invalid(
+            field,
+            "must be HOT, WARM, COLD or LONG_TERM",
+        )),
+    }
+}
+
+fn grade_to(g: Grade) -> i32 {
+    grade_out(match g {
+        Grade::Hot => LeadGrade::Hot,
+        Grade::Warm => LeadGrade::Warm,
+        Grade::Cold => LeadGrade::Cold,
+        Grade::LongTerm => LeadGrade::LongTerm,
+    })
+}
+
+/// An empty list is no condition.
+fn cond<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn rule_in(i: usize, r: pb::AssignmentRule) -> Result<AssignmentRule> {
+    let f = |n: &str| format!("rules[{i}].{n}");
+    let strategy = match pb::AssignmentStrategy::try_from(r.strategy) {
+        Ok(pb::AssignmentStrategy::Unspecified | pb::AssignmentStrategy::RoundRobin) => {
+            Strategy::RoundRobin
+        }
+        Ok(pb::AssignmentStrategy::Weighted) => Strategy::Weighted,
+        Ok(pb::AssignmentStrategy::LeastLoaded) => Strategy::LeastLoaded,
+        Ok(pb::AssignmentStrategy::BySkill) => Strategy::BySkill,
+        Err(_) => return Err(unknown(&f("strategy"), r.strategy)),
+    };
+    let territories = references(&f("territories"), "territories", &r.territories)?;
+    let groups = references(&f("product_groups"), "productGroups", &r.product_groups)?;
+    let grades = r
+        .grades
+        .iter()
+        .enumerate()
+        .map(|(j, g)| grade_of(&format!("rules[{i}].grades[{j}]"), *g))
+        .collect::<Result<Vec<_>>>()?;
+    let targets = r
+        .targets
+        .into_iter()
+        .enumerate()
+        .map(|(j, t)| {
+            let id = reference(&format!("rules[{i}].targets[{j}].user"), "users", &t.user)?
+                .ok_or_else(|| {
+                    Error::invalid(format!("rules[{i}].targets[{j}].user"), "is required")
+                })?;
+            Ok(Target {
+                owner: Owner {
+                    id,
+                    kind: if t.regional_manager {
+                        TargetKind::RegionalManager
+                    } else {
+                        TargetKind::User
+                    },
+                },
+                weight: if t.weight == 0 { 1 } else { t.weight },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AssignmentRule {
+        id: r.id,
+        description: r.description,
+        priority: r.priority,
+        when: RuleConditions {
+            industries: cond(r.industries),
+            regions: cond(r.regions),
+            territories: cond(territories),
+            product_groups: cond(groups.into_iter().map(|g| g.to_string()).collect()),
+            customer_groups: None,
+            deal_size: None::<DealSizeRange>,
+            grades: cond(grades),
+        },
+        targets,
+        strategy,
+        required_skills: r.required_skills,
+    })
+}
+
+fn rule_out(r: AssignmentRule) -> pb::AssignmentRule {
+    let w = r.when;
+    pb::AssignmentRule {
+        id: r.id,
+        description: r.description,
+        priority: r.priority,
+        industries: w.industries.unwrap_or_default(),
+        regions: w.regions.unwrap_or_default(),
+        territories: w
+            .territories
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| name("territories", Some(t)))
+            .collect(),
+        product_groups: w
+            .product_groups
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| match uuid::Uuid::try_parse(&g) {
+                Ok(id) => name("productGroups", Some(id)),
+                Err(_) => g,
+            })
+            .collect(),
+        grades: w
+            .grades
+            .unwrap_or_default()
+            .into_iter()
+            .map(grade_to)
+            .collect(),
+        targets: r
+            .targets
+            .into_iter()
+            .map(|t| pb::AssignmentTarget {
+                user: name("users", Some(t.owner.id)),
+                weight: t.weight,
+                regional_manager: t.owner.kind == TargetKind::RegionalManager,
+            })
+            .collect(),
+        strategy: (match r.strategy {
+            Strategy::RoundRobin => pb::AssignmentStrategy::RoundRobin,
+            Strategy::Weighted => pb::AssignmentStrategy::Weighted,
+            Strategy::LeastLoaded => pb::AssignmentStrategy::LeastLoaded,
+            Strategy::BySkill => pb::AssignmentStrategy::BySkill,
+        }) as i32,
+        required_skills: r.required_skills,
+    }
+}
+
+impl Wire<AssignmentRuleSet> for pb::AssignmentRuleSet {
+    const FIELD: &'static str = "rule_set";
+
+    fn into_domain(self) -> Result<AssignmentRuleSet> {
+        let mode = match pb::RuleSetMode::try_from(self.mode) {
+            Ok(pb::RuleSetMode::Unspecified | pb::RuleSetMode::Priority) => {
+                EvaluationMode::Priority
+            }
+            Ok(pb::RuleSetMode::Ordered) => EvaluationMode::Ordered,
+            Err(_) => return Err(unknown("mode", self.mode)),
+        };
+        Ok(AssignmentRuleSet {
+            display_name: self.display_name,
+            active: self.active,
+            mode,
+            rules: self
+                .rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| rule_in(i, r))
+                .collect::<Result<Vec<_>>>()?,
+            fallback: reference("fallback", "users", &self.fallback)?,
+            version: self.version,
+        })
+    }
+
+    fn from_record(r: Record<AssignmentRuleSet>) -> Self {
+        let d = r.data;
+        pb::AssignmentRuleSet {
+            name: name("assignmentRuleSets", Some(r.meta.id)),
+            display_name: d.display_name,
+            active: d.active,
+            mode: (match d.mode {
+                EvaluationMode::Ordered => pb::RuleSetMode::Ordered,
+                EvaluationMode::Priority => pb::RuleSetMode::Priority,
+            }) as i32,
+            rules: d.rules.into_iter().map(rule_out).collect(),
+            fallback: name("users", d.fallback),
+            version: d.version,
             create_time: Some(ts(r.meta.create_time)),
             update_time: Some(ts(r.meta.update_time)),
             etag: r.meta.etag(),
@@ -346,5 +595,28 @@ crate::service_impl!(LeadService, Leads, [
         list_lead_grading_policies(pb::ListLeadGradingPoliciesRequest => ListLeadGradingPoliciesResponse . policies),
         update_lead_grading_policy(pb::UpdateLeadGradingPolicyRequest),
         delete_lead_grading_policy(pb::DeleteLeadGradingPolicyRequest)
+    },
+    AssignmentRuleSet => pb::AssignmentRuleSet {
+        create_assignment_rule_set(pb::CreateAssignmentRuleSetRequest, rule_set),
+        get_assignment_rule_set(pb::GetAssignmentRuleSetRequest),
+        list_assignment_rule_sets(pb::ListAssignmentRuleSetsRequest => ListAssignmentRuleSetsResponse . rule_sets),
+        update_assignment_rule_set(pb::UpdateAssignmentRuleSetRequest),
+        delete_assignment_rule_set(pb::DeleteAssignmentRuleSetRequest)
     }
-]);
+]
+    async fn dry_run_assignment(
+        &self,
+        r: tonic::Request<pb::DryRunAssignmentRequest>,
+    ) -> std::result::Result<tonic::Response<pb::AssignmentDecision>, tonic::Status> {
+        use crate::status::OrStatus;
+        let ctx = self.0.ctx(&r).await?;
+        let lead = crate::convert::required("lead", r.into_inner().lead)
+            .and_then(|l| l.into_domain().map_err(|e| e.in_field("lead")))
+            .or_status()?;
+        let d = crm_operational::routing::dry_run(&ctx, lead)
+            .await
+            .map_err(|e| e.in_field("lead"))
+            .or_status()?;
+        Ok(tonic::Response::new(decision_out(d)))
+    }
+);

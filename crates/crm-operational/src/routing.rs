@@ -1,0 +1,458 @@
+//! Assignment rule sets (O4) as resources, and the routing of a lead inside its write
+//! transaction: the pure [`crate::assignment`] engine fed with what the database knows
+//! (territories containing the lead's region, product groups of its product interest, the
+//! candidates' status, capacity and open leads, the round-robin counters).
+//!
+//! **Serialisation.** A decision takes the tenant's counter `assignment:<rule set>` with
+//! [`Tx::lock_counter`] before it reads the candidates' loads, and holds it until the lead is
+//! committed: routed creates of one tenant take turns (on every replica), so round-robin
+//! positions advance exactly once per lead and a capacity limit is never exceeded by routing.
+//! Leads given to someone by hand (an explicit `owner`) do not take the counter and count
+//! towards loads once committed.
+
+use crate::assignment::{
+    AssignmentRule, CandidateStatus, CompiledRuleSet, EvaluationMode, LeadProfile, Owner,
+    RotationState, RuleAttempt, RuleSet, TargetKind, TerritoryHit, Via, Workload,
+};
+use crate::error::into_core;
+use crate::grading::Grade;
+use crate::lead::{Lead, LeadGrade, LeadStatus};
+use crm_core::error::{Error, Result};
+use crm_core::model::{Product, ProductGroup, Territory, User};
+use crm_core::resource::{FieldSpec, HookFuture, Kind, Resource};
+use crm_core::service::Tx;
+use crm_core::validate::{self, MAX_SHORT_CHARS, Violations};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+/// A tenant's assignment rules for leads. Several may be kept; at most one is active, and
+/// activating one deactivates the others in the same transaction. `version` counts the
+/// changes; each lead's decision names the version that made it, and the audit trail keeps
+/// every version's content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AssignmentRuleSet {
+    /// A name for people.
+    pub display_name: String,
+    /// Whether new leads without an owner are routed by this rule set.
+    pub active: bool,
+    /// How matching rules are ranked.
+    pub mode: EvaluationMode,
+    /// The rules.
+    pub rules: Vec<AssignmentRule>,
+    /// The user who gets a lead no rule can place. Required.
+    pub fallback: Option<Uuid>,
+    /// Output only: 1 on create, one more on each update.
+    pub version: i64,
+}
+
+impl AssignmentRuleSet {
+    /// The pure rule set (the fallback a user).
+    pub fn rule_set(&self) -> RuleSet {
+        RuleSet {
+            mode: self.mode,
+            rules: self.rules.clone(),
+            fallback: Owner {
+                id: self.fallback.unwrap_or_default(),
+                kind: TargetKind::User,
+            },
+        }
+    }
+}
+
+impl Resource for AssignmentRuleSet {
+    const COLLECTION: &'static str = "assignmentRuleSets";
+    const TABLE: &'static str = "assignment_rule_sets";
+    const DEFAULT_ORDER: &'static str = "display_name";
+    const FIELDS: &'static [FieldSpec] = &[
+        FieldSpec::new("display_name", "display_name", Kind::Text).sort(),
+        FieldSpec::new("active", "active", Kind::Bool).filter(),
+        FieldSpec::new("mode", "mode", Kind::Enum(&["ORDERED", "PRIORITY"])).filter(),
+        FieldSpec::new("rules", "rules", Kind::Json),
+        FieldSpec::new("fallback", "fallback_id", Kind::Ref("users")).filter(),
+        FieldSpec::new("version", "version", Kind::Int).sort(),
+    ];
+
+    fn validate(&mut self) -> Result<()> {
+        let mut v = Violations::new();
+        if let Some(s) = v.check(validate::text(
+            "display_name",
+            &self.display_name,
+            MAX_SHORT_CHARS,
+            true,
+        )) {
+            self.display_name = s;
+        }
+        if self.fallback.is_none() {
+            v.add(
+                "fallback",
+                "is required: the user who gets leads no rule places",
+            );
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            for (j, t) in r.targets.iter().enumerate() {
+                if !matches!(t.owner.kind, TargetKind::User | TargetKind::RegionalManager) {
+                    v.add(
+                        format!("rules[{i}].targets[{j}].kind"),
+                        "leads are owned by users: targets are USER or REGIONAL_MANAGER",
+                    );
+                }
+            }
+        }
+        v.into_result()?;
+        self.rule_set().validate().map_err(into_core)
+    }
+
+    fn nested_refs(&self) -> Vec<(String, &'static str, Uuid)> {
+        let mut refs = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            for (j, t) in r.targets.iter().enumerate() {
+                refs.push((format!("rules[{i}].targets[{j}].id"), "users", t.owner.id));
+            }
+            for (j, t) in r.when.territories.iter().flatten().enumerate() {
+                refs.push((
+                    format!("rules[{i}].when.territories[{j}]"),
+                    "territories",
+                    *t,
+                ));
+            }
+        }
+        refs
+    }
+
+    fn before_write<'a>(
+        tx: &'a Tx<'a>,
+        id: Uuid,
+        old: Option<&'a Self>,
+        data: &'a mut Self,
+    ) -> HookFuture<'a> {
+        Box::pin(async move {
+            data.version = old.map_or(1, |o| o.version + 1);
+            if !data.active {
+                return Ok(());
+            }
+            let others = tx
+                .find::<AssignmentRuleSet>(
+                    Condition::all()
+                        .add(Expr::col("active").eq(true))
+                        .add(Expr::col("id").ne(id)),
+                    100,
+                )
+                .await?;
+            for o in others {
+                let patch = AssignmentRuleSet {
+                    active: false,
+                    ..Default::default()
+                };
+                tx.update(o.meta.id, patch, &["active".to_owned()], &o.meta.etag())
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Where a lead went and why, kept on the lead (`assignment`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AssignmentDecision {
+    /// The rule set that decided (`None` for a manual owner).
+    pub rule_set: Option<Uuid>,
+    /// Its version.
+    pub rule_set_version: i64,
+    /// `RULE`, `FALLBACK` or `MANUAL`.
+    pub via: String,
+    /// The rule that placed the lead, if one did.
+    pub rule: String,
+    /// The owner chosen.
+    pub owner: Option<Uuid>,
+    /// Every matching rule, in the order they ranked.
+    pub matched_rules: Vec<String>,
+    /// The candidates of each rule tried, and what happened to each.
+    pub tried: Vec<RuleAttempt>,
+    /// Why this owner, in words.
+    pub reason: String,
+}
+
+/// Compiled rule sets by (tenant, rule set), with the revision they were compiled from: a
+/// cache of derived data (a changed rule set has a new revision and is compiled again).
+type Compiled = HashMap<(String, Uuid), (i64, Arc<CompiledRuleSet>)>;
+static COMPILED: Mutex<Option<Compiled>> = Mutex::new(None);
+const MAX_COMPILED: usize = 1024;
+
+fn compiled(
+    tenant: &str,
+    id: Uuid,
+    revision: i64,
+    set: &AssignmentRuleSet,
+) -> Result<Arc<CompiledRuleSet>> {
+    let key = (tenant.to_owned(), id);
+    if let Ok(guard) = COMPILED.lock()
+        && let Some((rev, c)) = guard.as_ref().and_then(|m| m.get(&key))
+        && *rev == revision
+    {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(CompiledRuleSet::compile(&set.rule_set()).map_err(into_core)?);
+    if let Ok(mut guard) = COMPILED.lock() {
+        let m = guard.get_or_insert_with(HashMap::new);
+        if m.len() >= MAX_COMPILED {
+            m.clear();
+        }
+        m.insert(key, (revision, c.clone()));
+    }
+    Ok(c)
+}
+
+/// Lead statuses that count towards an owner's load.
+const OPEN: [LeadStatus; 3] = [LeadStatus::New, LeadStatus::Working, LeadStatus::Nurturing];
+
+/// Decides the owner of `lead` with the tenant's active rule set, inside `tx` (taking the
+/// rule set's counter, see the module doc). `None` when the tenant has no active rule set.
+/// With `commit_counters` false nothing is stored (a dry run).
+pub async fn route(
+    tx: &Tx<'_>,
+    lead: &Lead,
+    commit_counters: bool,
+) -> Result<Option<AssignmentDecision>> {
+    let Some(set) = tx
+        .find::<AssignmentRuleSet>(Condition::all().add(Expr::col("active").eq(true)), 1)
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let set_id = set.meta.id;
+    let engine = compiled(tx.ctx().tenant(), set_id, set.meta.revision, &set.data)?;
+    // Routed creates of the tenant take turns from here to their commit.
+    let lock_key = format!("assignment:{set_id}");
+    tx.lock_counter(&lock_key).await?;
+
+    let profile = profile(tx, lead).await?;
+    // A first pass names the matching rules; their targets are the candidates to look up.
+    let probe = engine.decide(&profile, &Workload::default(), &RotationState::default());
+    let wanted: BTreeSet<&str> = probe
+        .explanation
+        .matched_rules
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let candidates: BTreeSet<Uuid> = set
+        .data
+        .rules
+        .iter()
+        .filter(|r| wanted.contains(r.id.as_str()))
+        .flat_map(|r| r.targets.iter().map(|t| t.owner.id))
+        .collect();
+    let workload = workload(tx, &candidates).await?;
+    let first = engine.decide(&profile, &workload, &RotationState::default());
+    // The winning rule's round-robin position, then the decision with it.
+    let (decision, counter) = match (&first.rule, &first.counter) {
+        (Some(rule), Some(_)) => {
+            let key = format!("assignment:{set_id}:{rule}");
+            let at = tx.lock_counter(&key).await?;
+            let mut rotation = RotationState::default();
+            rotation
+                .counters
+                .insert(rule.clone(), u64::try_from(at).unwrap_or(0));
+            let d = engine.decide(&profile, &workload, &rotation);
+            let next = d.counter.as_ref().map(|c| (key, c.next));
+            (d, next)
+        }
+        _ => (first, None),
+    };
+    if commit_counters && let Some((key, next)) = counter {
+        tx.set_counter(&key, i64::try_from(next).unwrap_or(i64::MAX))
+            .await?;
+    }
+    Ok(Some(AssignmentDecision {
+        rule_set: Some(set_id),
+        rule_set_version: set.data.version,
+        via: match decision.via {
+            Via::Rule => "RULE",
+            Via::Fallback => "FALLBACK",
+            Via::Manual => "MANUAL",
+        }
+        .to_owned(),
+        rule: decision.rule.clone().unwrap_or_default(),
+        owner: Some(decision.owner.id),
+        matched_rules: decision.explanation.matched_rules.clone(),
+        tried: decision.explanation.tried.clone(),
+        reason: decision.explanation.reason.clone(),
+    }))
+}
+
+/// What routing reads of a lead: its own fields, the territories whose regions contain its
+/// region (and its own territory) with their depths, the groups of the products it asked
+/// about and their ancestors.
+async fn profile(tx: &Tx<'_>, lead: &Lead) -> Result<LeadProfile> {
+    let mut territories = Vec::new();
+    let region = lead.region.trim().to_lowercase();
+    let mut cond = Condition::any();
+    if !region.is_empty() {
+        cond = cond.add(Expr::col("regions").like(format!("%|{}|%", escape_like(&region))));
+    }
+    if let Some(t) = lead.territory {
+        cond = cond.add(Expr::col("id").eq(t));
+    }
+    if !cond.is_empty() {
+        let hits = tx.find::<Territory>(cond, 1000).await?;
+        for t in hits {
+            let depth = depth_of::<Territory>(tx, t.data.parent, |t| t.parent).await?;
+            territories.push(TerritoryHit {
+                id: t.meta.id,
+                depth,
+            });
+        }
+    }
+    let mut product_groups = BTreeSet::new();
+    if !lead.product_interest.is_empty() {
+        let products = tx
+            .find::<Product>(
+                Condition::all().add(Expr::col("id").is_in(lead.product_interest.clone())),
+                100,
+            )
+            .await?;
+        for p in products {
+            let mut at = p.data.product_group;
+            let mut hops = 0;
+            while let Some(g) = at {
+                if !product_groups.insert(g.to_string()) || hops > 64 {
+                    break;
+                }
+                hops += 1;
+                at = tx
+                    .find::<ProductGroup>(Condition::all().add(Expr::col("id").eq(g)), 1)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .and_then(|g| g.data.parent);
+            }
+        }
+    }
+    Ok(LeadProfile {
+        industry: lead.industry.clone(),
+        region: lead.region.clone(),
+        territories,
+        product_groups: product_groups.into_iter().collect(),
+        customer_groups: Vec::new(),
+        deal_size: None,
+        grade: match lead.grade {
+            LeadGrade::Hot => Some(Grade::Hot),
+            LeadGrade::Warm => Some(Grade::Warm),
+            LeadGrade::Cold => Some(Grade::Cold),
+            LeadGrade::LongTerm => Some(Grade::LongTerm),
+            LeadGrade::Ungraded => None,
+        },
+        skills: Vec::new(),
+    })
+}
+
+/// Depth of a tree node from its parent (a root has depth 0), bounded against cycles.
+async fn depth_of<R: Resource>(
+    tx: &Tx<'_>,
+    mut parent: Option<Uuid>,
+    up: impl Fn(&R) -> Option<Uuid>,
+) -> Result<u32> {
+    let mut depth = 0;
+    while let Some(p) = parent {
+        depth += 1;
+        if depth > 64 {
+            return Err(Error::internal("a tree deeper than 64 levels"));
+        }
+        parent = tx
+            .find::<R>(Condition::all().add(Expr::col("id").eq(p)), 1)
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|r| up(&r.data));
+    }
+    Ok(depth)
+}
+
+fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// The candidates' status: active, capacity (0 = none), skills, and their open leads.
+async fn workload(tx: &Tx<'_>, ids: &BTreeSet<Uuid>) -> Result<Workload> {
+    let mut w = Workload::default();
+    if ids.is_empty() {
+        return Ok(w);
+    }
+    let list: Vec<Uuid> = ids.iter().copied().collect();
+    let users = tx
+        .find::<User>(
+            Condition::all().add(Expr::col("id").is_in(list.clone())),
+            10_000,
+        )
+        .await?;
+    let loads = open_leads(tx, &list).await?;
+    for u in users {
+        w.candidates.insert(
+            u.meta.id,
+            CandidateStatus {
+                active: u.data.active,
+                capacity: u32::try_from(u.data.capacity).ok().filter(|c| *c > 0),
+                load: loads.get(&u.meta.id).copied().unwrap_or(0),
+                skills: u.data.skills.clone(),
+            },
+        );
+    }
+    Ok(w)
+}
+
+/// Open leads per owner among `owners`: one grouped count, read in the transaction.
+async fn open_leads(tx: &Tx<'_>, owners: &[Uuid]) -> Result<HashMap<Uuid, u32>> {
+    use sea_orm::ConnectionTrait;
+    use sea_orm::sea_query::{Alias, Query};
+    let mut q = Query::select();
+    q.from(Alias::new(Lead::TABLE))
+        .column(Alias::new("owner_id"))
+        .expr_as(Expr::col(Alias::new("id")).count(), Alias::new("n"))
+        .and_where(Expr::col(Alias::new("tenant_id")).eq(tx.ctx().tenant()))
+        .and_where(Expr::col(Alias::new("delete_time")).is_null())
+        .and_where(Expr::col(Alias::new("owner_id")).is_in(owners.to_vec()))
+        .and_where(Expr::col(Alias::new("status")).is_in(OPEN.iter().map(|s| s.as_str())))
+        .group_by_col(Alias::new("owner_id"));
+    let rows = tx.conn().query_all(&q).await?;
+    let mut loads = HashMap::new();
+    for r in rows {
+        let owner: Uuid = r.try_get("", "owner_id")?;
+        let n: i64 = r.try_get("", "n")?;
+        loads.insert(owner, u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    Ok(loads)
+}
+
+/// Where `lead` would go now and why, without writing anything: the lead is validated and
+/// graded as on create, routed in a transaction that is rolled back (no round-robin step).
+/// Needs read access to assignment rule sets.
+pub async fn dry_run(ctx: &crm_core::service::Ctx, mut lead: Lead) -> Result<AssignmentDecision> {
+    let rule_sets = crm_core::registry::registry()
+        .collection(AssignmentRuleSet::COLLECTION)
+        .ok_or_else(|| Error::internal("assignmentRuleSets is not registered"))?;
+    ctx.scope_filter(rule_sets, crm_core::access::Action::Read)
+        .await?;
+    lead.owner = None;
+    lead.validate()?;
+    lead.derive();
+    let tx = ctx.begin().await?;
+    if let Some(policy) = crate::lead::active_grading_policy(&tx).await? {
+        lead.apply_grade(&policy.grade(&lead.facts()));
+    }
+    let decision = route(&tx, &lead, false).await?;
+    drop(tx);
+    decision.ok_or_else(|| {
+        Error::failed_precondition(
+            "NO_ACTIVE_RULE_SET",
+            "the tenant has no active assignment rule set: leads without an owner go to their creator",
+        )
+    })
+}
