@@ -821,7 +821,178 @@ async fn bad_rule_sets_are_refused_by_field(backend: Backend) {
     assert_eq!(s.count("assignment_rule_sets", "acme").await, 0);
 }
 
+async fn new_leads_are_matched_against_leads_contacts_and_accounts(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    s.tenant("globex").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let g = s.token("globex", Uuid::now_v7(), &["admin"]);
+    // Another tenant's twin is never a candidate.
+    create(&s, &g, lead("web_form", "DE", 5)).await.unwrap();
+
+    let contact = s
+        .contacts()
+        .create_contact(req(
+            &t,
+            CreateContactRequest {
+                contact: Some(Contact {
+                    given_name: "Anna".into(),
+                    family_name: "Schmidt".into(),
+                    emails: vec![Email {
+                        address: "anna.schmidt@muster.example".into(),
+                        ..Default::default()
+                    }],
+                    phones: vec![Phone {
+                        number: "+49 30 1234567".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The same person, written differently: a match, with the evidence.
+    let mut twin = lead("trade_show", "DE", 5);
+    twin.given_name = "ANNA".into();
+    twin.family_name = "Schmidt ".into();
+    let twin = create(&s, &t, twin).await.unwrap();
+    let d = twin.duplicates.clone().unwrap();
+    assert_eq!(d.status, "MATCH", "{d:?}");
+    assert_eq!(d.candidates.len(), 1, "{d:?}");
+    assert_eq!(d.candidates[0].record, contact.name);
+    let fields: Vec<&str> = d.candidates[0]
+        .evidence
+        .iter()
+        .map(|e| e.field.as_str())
+        .collect();
+    assert!(
+        fields.contains(&"email") && fields.contains(&"phone"),
+        "{fields:?}"
+    );
+
+    // Someone else entirely: no candidates.
+    let other = create(
+        &s,
+        &t,
+        Lead {
+            given_name: "Kenji".into(),
+            family_name: "Watanabe".into(),
+            emails: vec![Email {
+                address: "kenji@example.jp".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.duplicates.unwrap().status, "NONE");
+
+    // FindLeadDuplicates: the contact and the first lead, not the lead itself.
+    let found = s
+        .leads()
+        .find_lead_duplicates(req(
+            &t,
+            FindLeadDuplicatesRequest {
+                name: twin.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let records: Vec<&str> = found.candidates.iter().map(|c| c.record.as_str()).collect();
+    assert!(records.contains(&contact.name.as_str()), "{records:?}");
+    assert!(!records.contains(&twin.name.as_str()));
+
+    // A policy that blocks web-form duplicates: refused, naming what it matches; other
+    // sources are still flagged.
+    s.leads()
+        .create_lead_duplicate_policy(req(
+            &t,
+            CreateLeadDuplicatePolicyRequest {
+                policy: Some(LeadDuplicatePolicy {
+                    display_name: "Strict web".into(),
+                    active: true,
+                    on_match: "flag".into(),
+                    on_match_by_source: [("web_form".to_string(), "BLOCK".to_string())].into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let before = s.count("leads", "acme").await;
+    let e = expect_code(
+        create(&s, &t, lead("web_form", "DE", 5)).await,
+        Code::AlreadyExists,
+    );
+    assert!(e.message().contains(&contact.name), "{}", e.message());
+    assert_eq!(s.count("leads", "acme").await, before, "nothing written");
+    let flagged = create(&s, &t, lead("referral", "DE", 5)).await.unwrap();
+    assert_eq!(flagged.duplicates.unwrap().status, "MATCH");
+
+    // Keys follow deletes: once the contact and the leads are gone, nothing matches.
+    s.contacts()
+        .delete_contact(req(
+            &t,
+            DeleteContactRequest {
+                name: contact.name.clone(),
+                etag: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    for name in [twin.name.clone(), flagged.name.clone()] {
+        s.leads()
+            .delete_lead(req(
+                &t,
+                DeleteLeadRequest {
+                    name,
+                    etag: String::new(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    let alone = create(&s, &t, lead("web_form", "DE", 5)).await.unwrap();
+    assert_eq!(alone.duplicates.unwrap().status, "NONE");
+
+    // Bad policies are refused by field.
+    let e = expect_code(
+        s.leads()
+            .create_lead_duplicate_policy(req(
+                &t,
+                CreateLeadDuplicatePolicyRequest {
+                    policy: Some(LeadDuplicatePolicy {
+                        display_name: "Bad".into(),
+                        on_match: "SHRUG".into(),
+                        match_at: 1.5,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    let fields = violated_fields(&e);
+    assert!(
+        fields.contains(&"policy.on_match".to_string()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"policy.match_at".to_string()),
+        "{fields:?}"
+    );
+}
+
 both!(
+    new_leads_are_matched_against_leads_contacts_and_accounts,
     leads_are_routed_by_the_active_rule_set,
     routing_under_concurrent_creates_is_exact,
     bad_rule_sets_are_refused_by_field,

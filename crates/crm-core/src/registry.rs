@@ -21,9 +21,13 @@
 //! tree parents referring to their own collection. An inconsistency is an error at start,
 //! never a skipped check at run time.
 
-use crate::resource::{Collection, Kind, Resource};
+use crate::journal::AuditAction;
+use crate::resource::{Collection, HookFuture, Kind, Resource};
+use crate::service::Tx;
+use serde_json::{Map, Value as Json};
 use std::collections::HashSet;
 use std::sync::OnceLock;
+use uuid::Uuid;
 
 /// A schema change of a domain crate (its tables and indexes), applied by the migrator after
 /// the shared model's own migrations, in registration order, each once and recorded by name.
@@ -83,11 +87,28 @@ macro_rules! resource_table {
     };
 }
 
+/// A write of a record, as told to the observers of its collection.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteEvent<'a> {
+    pub collection: &'static str,
+    pub action: AuditAction,
+    pub id: Uuid,
+    /// The record as stored (its JSON object, field names as on the wire); on delete, as it
+    /// was.
+    pub record: &'a Map<String, Json>,
+}
+
+/// Runs inside the write transaction of every create, update and delete of a collection,
+/// after the record's row, audit record and event: derived data another crate keeps for it
+/// (duplicate-matching keys, a search index). An error rolls the whole write back.
+pub type WriteObserver = for<'a> fn(&'a Tx<'a>, WriteEvent<'a>) -> HookFuture<'a>;
+
 /// Every registered collection.
 #[derive(Debug, Clone)]
 pub struct Registry {
     collections: Vec<Collection>,
     schema: Vec<SchemaChange>,
+    observers: Vec<(&'static str, WriteObserver)>,
 }
 
 impl Registry {
@@ -98,6 +119,17 @@ impl Registry {
 
     pub fn collections(&self) -> &[Collection] {
         &self.collections
+    }
+
+    /// The observers of a collection's writes, in registration order.
+    pub fn observers_of<'a>(
+        &'a self,
+        collection: &'a str,
+    ) -> impl Iterator<Item = WriteObserver> + 'a {
+        self.observers
+            .iter()
+            .filter(move |(c, _)| *c == collection)
+            .map(|(_, o)| *o)
     }
 
     /// The domain crates' schema changes, in registration order.
@@ -120,6 +152,7 @@ impl Registry {
 pub struct RegistryBuilder {
     collections: Vec<Collection>,
     schema: Vec<SchemaChange>,
+    observers: Vec<(&'static str, WriteObserver)>,
 }
 
 impl RegistryBuilder {
@@ -136,8 +169,20 @@ impl RegistryBuilder {
         self
     }
 
+    /// Observes every write of `collection` (any registered collection, also another
+    /// crate's): see [`WriteObserver`].
+    pub fn observe(&mut self, collection: &'static str, observer: WriteObserver) -> &mut Self {
+        self.observers.push((collection, observer));
+        self
+    }
+
     /// Checks the registrations against each other.
     pub fn build(self) -> Result<Registry, String> {
+        for (c, _) in &self.observers {
+            if !self.collections.iter().any(|x| x.name == *c) {
+                return Err(format!("an observer of {c}, which is not registered"));
+            }
+        }
         let mut changes = HashSet::new();
         for c in &self.schema {
             if !valid_change_name(c.name) {
@@ -206,6 +251,7 @@ impl RegistryBuilder {
         Ok(Registry {
             collections: self.collections,
             schema: self.schema,
+            observers: self.observers,
         })
     }
 }
@@ -237,6 +283,7 @@ pub fn install(extend: impl FnOnce(&mut RegistryBuilder)) -> Result<&'static Reg
     let installed = INSTALLED.get_or_init(|| wanted.clone());
     let same = installed.collections.len() == wanted.collections.len()
         && installed.schema.len() == wanted.schema.len()
+        && installed.observers.len() == wanted.observers.len()
         && installed
             .schema
             .iter()
@@ -264,6 +311,7 @@ pub fn registry() -> &'static Registry {
         b.build().unwrap_or(Registry {
             collections,
             schema: Vec::new(),
+            observers: Vec::new(),
         })
     })
 }

@@ -2,6 +2,7 @@
 //! write is permission-checked, audited and evented by crm-core, and graded in the same
 //! transaction by the [`Lead::before_write`] hook against the tenant's active policy.
 
+use crate::dedupe::{DuplicateCheck, check_new_lead};
 use crate::error::into_core;
 use crate::grading::{GradeResult, GradeThresholds, GradingPolicy, GradingRule, LeadFacts};
 use crate::routing::{AssignmentDecision, route};
@@ -118,6 +119,9 @@ pub struct Lead {
     pub custom_fields: CustomValues,
     /// Where the lead was routed and why (output only; see [`crate::routing`]).
     pub assignment: AssignmentDecision,
+    /// The existing leads, contacts and accounts it may duplicate, found when it was created
+    /// (output only; see [`crate::dedupe`]).
+    pub duplicates: DuplicateCheck,
 }
 
 /// One grading rule that gave a lead points.
@@ -207,6 +211,7 @@ impl Resource for Lead {
         FieldSpec::new("territory", "territory_id", Kind::Ref("territories")).filter(),
         FieldSpec::new("custom_fields", "custom_fields", Kind::Json),
         FieldSpec::new("assignment", "assignment", Kind::Json),
+        FieldSpec::new("duplicates", "duplicates", Kind::Json),
     ];
 
     fn validate(&mut self) -> Result<()> {
@@ -266,11 +271,16 @@ impl Resource for Lead {
 
     fn before_write<'a>(
         tx: &'a Tx<'a>,
-        _id: Uuid,
+        id: Uuid,
         old: Option<&'a Self>,
         data: &'a mut Self,
     ) -> HookFuture<'a> {
         Box::pin(async move {
+            // Duplicates are looked for once, on capture; then kept as found.
+            match old {
+                None => check_new_lead(tx, id, data).await?,
+                Some(o) => data.duplicates = o.duplicates.clone(),
+            }
             // The grade is the system's: whatever the caller sent, it is recomputed.
             match active_grading_policy(tx).await? {
                 Some(policy) => data.apply_grade(&policy.grade(&data.facts())),
@@ -425,7 +435,7 @@ pub const SCHEMA: &[SchemaChange] = &[SchemaChange::new(
              notes TEXT NOT NULL, tags TEXT NOT NULL, status TEXT NOT NULL, \
              grade TEXT NOT NULL, grade_points BIGINT NOT NULL, grade_reasons TEXT NOT NULL, \
              owner_id UUID NULL, territory_id UUID NULL, custom_fields TEXT NOT NULL, \
-             assignment TEXT NOT NULL"
+             assignment TEXT NOT NULL, duplicates TEXT NOT NULL"
         ),
         "CREATE INDEX leads_name ON leads (tenant_id, display_name, id)",
         "CREATE INDEX leads_owner ON leads (tenant_id, owner_id, id)",
@@ -443,6 +453,11 @@ pub const SCHEMA: &[SchemaChange] = &[SchemaChange::new(
              rules TEXT NOT NULL, fallback_id UUID NULL, version BIGINT NOT NULL"
         ),
         "CREATE INDEX assignment_rule_sets_active ON assignment_rule_sets (tenant_id, active)",
+        crm_core::resource_table!(
+            "lead_duplicate_policies",
+            "display_name TEXT NOT NULL, active BOOLEAN NOT NULL, match_at TEXT NOT NULL, \
+             possible_at TEXT NOT NULL, on_match TEXT NOT NULL, on_match_by_source TEXT NOT NULL"
+        ),
         // Open leads per owner (routing's load count).
         "CREATE INDEX leads_owner_status ON leads (tenant_id, owner_id, status)",
     ],

@@ -11,12 +11,14 @@
 //! and the resources the gateway serves, on crm-core's engine:
 //!
 //! - [`lead`]: leads and the tenant's grading policies, graded in the write transaction.
+//! - [`dedupe`]: blocking keys kept for leads, contacts and accounts; new leads matched.
 //! - [`routing`]: assignment rule sets, and leads routed to an owner in the same transaction.
 //!
 //! Configuration types are serde structs, to be stored as JSON rows by a store layer.
 #![warn(missing_docs)]
 
 pub mod assignment;
+pub mod dedupe;
 pub mod error;
 pub mod grading;
 pub mod lead;
@@ -28,7 +30,9 @@ pub mod routing;
 pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
     r.resource::<lead::Lead>()
         .resource::<lead::LeadGradingPolicy>()
-        .resource::<routing::AssignmentRuleSet>();
+        .resource::<routing::AssignmentRuleSet>()
+        .resource::<dedupe::LeadDuplicatePolicy>();
+    dedupe::register(r);
     for change in lead::SCHEMA {
         r.schema(*change);
     }

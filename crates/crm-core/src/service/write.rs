@@ -600,6 +600,8 @@ impl<'c> Tx<'c> {
             request_id,
         )
         .await?;
+        self.notify::<R>(AuditAction::Create, p.meta.id, &p.obj)
+            .await?;
         let rec = Record {
             meta: p.meta,
             data: p.data,
@@ -719,6 +721,7 @@ impl<'c> Tx<'c> {
         };
         ctx.journal::<R, _>(conn, &meta, AuditAction::Update, &changes, &new, "")
             .await?;
+        self.notify::<R>(AuditAction::Update, id, &new).await?;
         let rec = Record {
             meta,
             data,
@@ -726,6 +729,113 @@ impl<'c> Tx<'c> {
         };
         R::after_write(self, AuditAction::Update, &rec).await?;
         Ok(rec)
+    }
+
+    /// Tells the collection's registered observers of a write.
+    async fn notify<R: Resource>(
+        &self,
+        action: AuditAction,
+        id: Uuid,
+        record: &Map<String, Json>,
+    ) -> Result<()> {
+        for observe in crate::registry::registry().observers_of(R::COLLECTION) {
+            let event = crate::registry::WriteEvent {
+                collection: R::COLLECTION,
+                action,
+                id,
+                record,
+            };
+            observe(self, event).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the keys `record` of `collection` has in the tenant's key space `space`
+    /// (an empty list removes them): derived lookup keys another crate keeps for records,
+    /// such as duplicate-matching blocking keys, written with this transaction. Keys are
+    /// text of at most 512 bytes; longer ones are refused.
+    pub async fn set_record_keys(
+        &self,
+        space: &str,
+        collection: &str,
+        record: Uuid,
+        keys: &[String],
+    ) -> Result<()> {
+        let tenant = self.ctx.tenant();
+        let mut del = Query::delete();
+        del.from_table(col("record_keys"))
+            .and_where(Expr::col(col("tenant_id")).eq(tenant))
+            .and_where(Expr::col(col("key_space")).eq(space))
+            .and_where(Expr::col(col("collection")).eq(collection))
+            .and_where(Expr::col(col("record_id")).eq(record));
+        self.conn().execute(&del).await?;
+        let mut unique: Vec<&String> = keys.iter().collect();
+        unique.sort();
+        unique.dedup();
+        if unique.is_empty() {
+            return Ok(());
+        }
+        if let Some(k) = unique.iter().find(|k| k.len() > 512) {
+            return Err(Error::invalid(
+                "record_keys",
+                format!("a key of {} bytes is over 512", k.len()),
+            ));
+        }
+        for chunk in unique.chunks(200) {
+            let mut ins = Query::insert();
+            ins.into_table(col("record_keys")).columns([
+                col("tenant_id"),
+                col("key_space"),
+                col("key_value"),
+                col("collection"),
+                col("record_id"),
+            ]);
+            for k in chunk {
+                ins.values([
+                    tenant.into(),
+                    space.into(),
+                    k.as_str().into(),
+                    collection.into(),
+                    record.into(),
+                ])
+                .map_err(|e| Error::internal(format!("record keys: {e}")))?;
+            }
+            self.conn().execute(&ins).await?;
+        }
+        Ok(())
+    }
+
+    /// Records of `collections` that have any of `keys` in the key space `space`
+    /// (see [`Tx::set_record_keys`]), as (collection, id), at most `limit`, read in this
+    /// transaction as the system; the caller's rights apply to what is shown of them.
+    pub async fn records_with_keys(
+        &self,
+        space: &str,
+        keys: &[String],
+        collections: &[&str],
+        limit: u64,
+    ) -> Result<Vec<(String, Uuid)>> {
+        if keys.is_empty() || collections.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = Query::select();
+        q.distinct()
+            .columns([col("collection"), col("record_id")])
+            .from(col("record_keys"))
+            .and_where(Expr::col(col("tenant_id")).eq(self.ctx.tenant()))
+            .and_where(Expr::col(col("key_space")).eq(space))
+            .and_where(Expr::col(col("key_value")).is_in(keys.iter().map(String::as_str)))
+            .and_where(Expr::col(col("collection")).is_in(collections.iter().copied()))
+            .limit(limit);
+        let rows = self.conn().query_all(&q).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String>("", "collection")?,
+                    r.try_get::<Uuid>("", "record_id")?,
+                ))
+            })
+            .collect()
     }
 
     /// Soft-deletes a record (see [`Ctx::delete`]).
@@ -768,6 +878,7 @@ impl<'c> Tx<'c> {
         };
         ctx.journal::<R, _>(conn, &meta, AuditAction::Delete, &[], &obj, "")
             .await?;
+        self.notify::<R>(AuditAction::Delete, id, &obj).await?;
         let rec = Record {
             meta,
             data: store::from_object(obj)?,

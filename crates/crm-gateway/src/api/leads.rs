@@ -11,11 +11,15 @@ use crm_operational::assignment::{
     AssignmentRule, CandidateOutcome, DealSizeRange, EvaluationMode, Owner, RuleConditions,
     Strategy, Target, TargetKind,
 };
+use crm_operational::dedupe::{DuplicateCheck, LeadDuplicatePolicy};
 use crm_operational::grading::Grade;
 use crm_operational::grading::{Condition, GradeThresholds, GradingRule};
 use crm_operational::lead::{GradeReason, Lead, LeadGrade, LeadGradingPolicy, LeadStatus};
 use crm_operational::routing::{AssignmentDecision, AssignmentRuleSet};
-use pb::{ListAssignmentRuleSetsResponse, ListLeadGradingPoliciesResponse, ListLeadsResponse};
+use pb::{
+    ListAssignmentRuleSetsResponse, ListLeadDuplicatePoliciesResponse,
+    ListLeadGradingPoliciesResponse, ListLeadsResponse,
+};
 
 pub struct Leads(pub Gateway);
 
@@ -127,8 +131,9 @@ impl Wire<Lead> for pb::Lead {
             owner: reference("owner", "users", &self.owner)?,
             territory: reference("territory", "territories", &self.territory)?,
             custom_fields: convert::custom_in(self.custom_fields)?,
-            // Output only: whatever is sent is replaced by the decision.
+            // Output only: whatever is sent is replaced by the decision and the check.
             assignment: AssignmentDecision::default(),
+            duplicates: DuplicateCheck::default(),
         })
     }
 
@@ -190,6 +195,76 @@ impl Wire<Lead> for pb::Lead {
             etag: r.meta.etag(),
             hidden_fields: hidden(&r.hidden),
             assignment: Some(decision_out(d.assignment)),
+            duplicates: Some(duplicates_out(d.duplicates)),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+}
+
+pub(crate) fn duplicates_out(d: DuplicateCheck) -> pb::DuplicateCheck {
+    pb::DuplicateCheck {
+        status: if d.status.is_empty() {
+            "NONE".to_owned()
+        } else {
+            d.status
+        },
+        candidates: d
+            .candidates
+            .into_iter()
+            .map(|c| pb::DuplicateCandidate {
+                record: c.record,
+                score: c.score,
+                decision: c.decision,
+                evidence: c
+                    .evidence
+                    .into_iter()
+                    .map(|e| pb::FieldEvidence {
+                        field: e.field.as_str().to_owned(),
+                        left: e.left,
+                        right: e.right,
+                        similarity: e.similarity,
+                        weight: e.weight,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+impl Wire<LeadDuplicatePolicy> for pb::LeadDuplicatePolicy {
+    const FIELD: &'static str = "policy";
+
+    fn into_domain(self) -> Result<LeadDuplicatePolicy> {
+        Ok(LeadDuplicatePolicy {
+            display_name: self.display_name,
+            active: self.active,
+            match_at: self.match_at,
+            possible_at: self.possible_at,
+            on_match: self.on_match,
+            on_match_by_source: self.on_match_by_source.into_iter().collect(),
+        })
+    }
+
+    fn from_record(r: Record<LeadDuplicatePolicy>) -> Self {
+        let d = r.data;
+        pb::LeadDuplicatePolicy {
+            name: name("leadDuplicatePolicies", Some(r.meta.id)),
+            display_name: d.display_name,
+            active: d.active,
+            match_at: d.match_at,
+            possible_at: d.possible_at,
+            on_match: d.on_match,
+            on_match_by_source: d.on_match_by_source.into_iter().collect(),
+            create_time: Some(ts(r.meta.create_time)),
+            update_time: Some(ts(r.meta.update_time)),
+            etag: r.meta.etag(),
+            hidden_fields: hidden(&r.hidden),
         }
     }
 
@@ -602,8 +677,26 @@ crate::service_impl!(LeadService, Leads, [
         list_assignment_rule_sets(pb::ListAssignmentRuleSetsRequest => ListAssignmentRuleSetsResponse . rule_sets),
         update_assignment_rule_set(pb::UpdateAssignmentRuleSetRequest),
         delete_assignment_rule_set(pb::DeleteAssignmentRuleSetRequest)
+    },
+    LeadDuplicatePolicy => pb::LeadDuplicatePolicy {
+        create_lead_duplicate_policy(pb::CreateLeadDuplicatePolicyRequest, policy),
+        get_lead_duplicate_policy(pb::GetLeadDuplicatePolicyRequest),
+        list_lead_duplicate_policies(pb::ListLeadDuplicatePoliciesRequest => ListLeadDuplicatePoliciesResponse . policies),
+        update_lead_duplicate_policy(pb::UpdateLeadDuplicatePolicyRequest),
+        delete_lead_duplicate_policy(pb::DeleteLeadDuplicatePolicyRequest)
     }
 ]
+    async fn find_lead_duplicates(
+        &self,
+        r: tonic::Request<pb::FindLeadDuplicatesRequest>,
+    ) -> std::result::Result<tonic::Response<pb::DuplicateCheck>, tonic::Status> {
+        use crate::status::OrStatus;
+        let ctx = self.0.ctx(&r).await?;
+        let id = <pb::Lead as Wire<Lead>>::parse_id("name", &r.get_ref().name).or_status()?;
+        let d = crm_operational::dedupe::find_for(&ctx, id).await.or_status()?;
+        Ok(tonic::Response::new(duplicates_out(d)))
+    }
+
     async fn dry_run_assignment(
         &self,
         r: tonic::Request<pb::DryRunAssignmentRequest>,
