@@ -109,6 +109,12 @@ async fn leads_are_captured_normalised_and_graded(backend: Backend) {
     assert_eq!(l.emails[0].address, "anna.schmidt@muster.example");
     assert_eq!(l.display_name, "Anna Schmidt");
     assert!(l.name.starts_with("leads/"));
+    // No rule set: the creator owns it, and the decision says so.
+    let a = l.assignment.clone().unwrap();
+    assert_eq!(a.via, AssignmentVia::Manual as i32);
+    assert_eq!(a.owner, l.owner);
+    assert!(a.reason.contains("no active assignment rule set"), "{a:?}");
+    assert_eq!(l.duplicates.clone().unwrap().status, "NONE");
 
     // An active policy grades every later write, with its reasons.
     let p = s

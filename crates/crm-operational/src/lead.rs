@@ -295,10 +295,23 @@ impl Resource for Lead {
             // person names or changes the owner, otherwise kept.
             match old {
                 None if data.owner.is_none() => {
-                    data.assignment = AssignmentDecision::default();
-                    if let Some(d) = route(tx, data, true).await? {
-                        data.owner = d.owner;
-                        data.assignment = d;
+                    match route(tx, data, true).await? {
+                        Some(d) => {
+                            data.owner = d.owner;
+                            data.assignment = d;
+                        }
+                        None => {
+                            // The engine makes the creator the owner.
+                            let me = tx.ctx().principal.user;
+                            data.assignment = AssignmentDecision {
+                                via: "MANUAL".to_owned(),
+                                owner: Some(me),
+                                reason: format!(
+                                    "no active assignment rule set: users/{me}, who created it, owns it"
+                                ),
+                                ..Default::default()
+                            };
+                        }
                     }
                 }
                 None => data.assignment = manual(tx, data.owner),

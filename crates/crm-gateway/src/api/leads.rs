@@ -516,7 +516,7 @@ impl Wire<AssignmentRuleSet> for pb::AssignmentRuleSet {
     }
 }
 
-/// Nesting deeper than this is refused while converting (the policy's own check allows 8).
+/// Nesting deeper than this is refused while converting (as the policy's own check does).
 const MAX_CONDITION_DEPTH: usize = 16;
 
 fn condition_in(field: &str, c: Option<pb::GradingCondition>, depth: usize) -> Result<Condition> {
