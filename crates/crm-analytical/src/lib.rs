@@ -10,7 +10,9 @@
 //!   memory; incremental membership and tag write-back;
 //! * [`report`] (A8): periods in the tenant's time zone, sales, cohorts, funnels, SVG charts;
 //! * [`money`]: per-currency sums and exact conversion with tenant rates;
-//! * [`error`]: the crate's error (offending fields), convertible into `crm_core::Error`.
+//! * [`error`]: the crate's error (offending fields), convertible into `crm_core::Error`;
+//! * [`store`]: the persistence and use cases on crm-core's engine (configurations, RFM runs
+//!   as jobs, results under the contacts' permissions, the sales report).
 //!
 //! Money is integer minor units with its ISO 4217 code everywhere; amounts of different
 //! currencies are never added.
@@ -21,6 +23,23 @@ pub mod money;
 pub mod report;
 pub mod rfm;
 pub mod segment;
+pub mod store;
 pub mod value;
 
 pub use error::{Error, FieldError, Problem, Result};
+
+/// Registers the crate's collections and schema changes (called by the gateway at start).
+pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
+    r.resource::<store::RfmSettings>()
+        .resource::<store::RfmRun>()
+        .resource::<store::RfmResult>();
+    for change in store::SCHEMA {
+        r.schema(*change);
+    }
+}
+
+/// Registers the crate's job handlers (called by the gateway at start).
+pub fn register_jobs(h: &mut crm_core::jobs::JobHandlers) -> crm_core::Result<()> {
+    h.register(store::rfm_runs::RFM_JOB, store::rfm_runs::run_job)?;
+    Ok(())
+}

@@ -54,7 +54,9 @@ struct RunArgs {
     duration: u64,
     #[arg(long, default_value_t = 3)]
     warmup: u64,
-    /// Comma-separated scenarios: echo, get-contact, list-contacts, create-contact, and the
+    /// Comma-separated scenarios: echo, get-contact, list-contacts, create-contact,
+    /// create-lead (duplicate check against the tenant's leads, contacts and accounts,
+    /// grading and routing by its active policies, in one write), and the
     /// raw-database baselines pg-select, pg-get, pg-list, pg-create (see `--pg-url`).
     #[arg(long, default_value = "echo,get-contact,list-contacts,create-contact")]
     scenarios: String,
@@ -448,6 +450,61 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                         },
                     );
                     async move { c.create_contact(r).await.map(|_| ()) }
+                })
+                .await?
+            }
+            "create-lead" => {
+                let chans = gw.clone();
+                let run = uuid::Uuid::now_v7().simple().to_string();
+                const GIVEN: [&str; 8] = [
+                    "Anna", "Jonas", "Mia", "Lukas", "Lea", "Finn", "Emma", "Paul",
+                ];
+                const FAMILY: [&str; 8] = [
+                    "Müller",
+                    "Schmidt",
+                    "Schneider",
+                    "Fischer",
+                    "Weber",
+                    "Meyer",
+                    "Wagner",
+                    "Becker",
+                ];
+                drive(&args, s, move |w, seq| {
+                    let mut c = v1::lead_service_client::LeadServiceClient::new(
+                        chans[w % chans.len()].clone(),
+                    );
+                    let i = usize::try_from(seq).unwrap_or(0);
+                    let lead = v1::Lead {
+                        given_name: GIVEN[i % GIVEN.len()].into(),
+                        family_name: format!("{}{}", FAMILY[(i / 8) % FAMILY.len()], i % 1000),
+                        company: format!("Bench {} GmbH", i % 5000),
+                        region: "DE".into(),
+                        source: "web_form".into(),
+                        phones: vec![v1::Phone {
+                            number: format!("+49 40 {}", 1_000_000 + seq % 8_999_999),
+                            label: "work".into(),
+                            extension: String::new(),
+                        }],
+                        emails: vec![v1::Email {
+                            address: format!("lead{seq}.{}@load.example", &run[..8]),
+                            label: String::new(),
+                        }],
+                        address: Some(v1::PostalAddress {
+                            postal_code: format!("{}", 10_000 + i % 80_000),
+                            locality: "Berlin".into(),
+                            region_code: "DE".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    };
+                    let r = authed(
+                        &token,
+                        v1::CreateLeadRequest {
+                            lead: Some(lead),
+                            request_id: String::new(),
+                        },
+                    );
+                    async move { c.create_lead(r).await.map(|_| ()) }
                 })
                 .await?
             }

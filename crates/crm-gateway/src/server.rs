@@ -24,6 +24,7 @@ pub const SERVICES: &[&str] = &[
     "crm.v1.AccessService",
     "crm.v1.AuditService",
     "crm.v1.LeadService",
+    "crm.v1.AnalyticsService",
     "google.longrunning.Operations",
 ];
 
@@ -34,11 +35,13 @@ const MIGRATION_LOCK_KEY: i64 = 0x6372_6d5f_6d69_6772;
 /// registers itself).
 pub fn register_domains(registry: &mut crm_core::registry::RegistryBuilder) {
     crm_operational::register(registry);
+    crm_analytical::register(registry);
 }
 
 /// Registers the job handlers of the domain crates this gateway serves (reminders, SLA
 /// clocks, imports, ...): the kinds this replica's runner claims.
-pub fn register_jobs(_handlers: &mut crm_core::jobs::JobHandlers) -> crm_core::Result<()> {
+pub fn register_jobs(handlers: &mut crm_core::jobs::JobHandlers) -> crm_core::Result<()> {
+    crm_analytical::register_jobs(handlers)?;
     Ok(())
 }
 
@@ -245,6 +248,12 @@ pub async fn serve(
         .add_service(
             v1::lead_service_server::LeadServiceServer::new(api::leads::Leads(gw.clone()))
                 .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::analytics_service_server::AnalyticsServiceServer::new(api::analytics::Analytics(
+                gw.clone(),
+            ))
+            .max_decoding_message_size(limit),
         )
         .add_service(
             v1::audit_service_server::AuditServiceServer::new(api::audit::Audit(gw))

@@ -218,6 +218,11 @@ impl TestServer {
         v1::lead_service_client::LeadServiceClient::new(self.channel.clone())
     }
 
+    /// A client of `crm.v1.AnalyticsService`.
+    pub fn analytics(&self) -> v1::analytics_service_client::AnalyticsServiceClient<Channel> {
+        v1::analytics_service_client::AnalyticsServiceClient::new(self.channel.clone())
+    }
+
     /// Rows of a table for a tenant (deleted ones included).
     pub async fn count(&self, table: &str, tenant: &str) -> i64 {
         crm_core::store::count(&self.db.conn, table, tenant)

@@ -1,0 +1,1010 @@
+//! AnalyticsService (crm-analytical): RFM + value runs as long-running operations, their
+//! results under the contacts' permissions, and the sales report, on SQLite and PostgreSQL.
+//!
+//! The data set is small and checked by hand (see `seed`), and the stored results are also
+//! checked against an independent SQL query over the same rows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{DateTime, TimeZone, Utc};
+use crm_api::google::longrunning::{self as lro, operations_client::OperationsClient};
+use crm_api::v1::*;
+use crm_core::model::order::OrderStatus;
+use crm_core::model::{self, OrderLine};
+use crm_tests::{Backend, TestServer, both, expect_code, req, violated_fields};
+use sea_orm::{ConnectionTrait, Statement};
+use std::collections::{BTreeMap, HashMap};
+use tonic::Code;
+use uuid::Uuid;
+
+fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+}
+
+fn pts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+/// The as-of instant and the period's start of the runs below.
+fn as_of() -> DateTime<Utc> {
+    at(2026, 6, 30, 0, 0)
+}
+fn period_from() -> DateTime<Utc> {
+    at(2025, 7, 1, 0, 0)
+}
+
+struct Seeded {
+    a: Uuid,
+    b: Uuid,
+    c: Uuid,
+    d: Uuid,
+    e: Uuid,
+    group: Uuid,
+}
+
+/// Contacts A (EMEA), B (APAC), C (APAC), D (no orders), E (only a refund); an account X
+/// (NA) with an account-only order. Orders (minor units):
+///
+/// | who | time (UTC)          | currency | total  | status    | note                          |
+/// |-----|---------------------|----------|--------|-----------|-------------------------------|
+/// | A   | 2026-06-20 10:00    | EUR      | 10000  | fulfilled | last purchase: 9 days         |
+/// | A   | 2026-03-01 10:00    | EUR      |  5000  | fulfilled |                               |
+/// | A   | 2026-05-31 10:00    | USD      |  2000  | fulfilled |                               |
+/// | A   | 2026-06-25 10:00    | EUR      | 50000  | cancelled | never read                    |
+/// | B   | 2026-01-31 23:30    | EUR      |  3000  | fulfilled | 149 days; February in Berlin  |
+/// | B   | 2026-02-15 10:00    | EUR      |  4000  | returned  | refund: net 0, no purchase    |
+/// | C   | 2025-12-01 10:00    | JPY      |  5000  | fulfilled | 210 days                      |
+/// | C   | 2026-07-15 10:00    | JPY      |  9000  | open      | future-dated: left out        |
+/// | C   | 2025-05-01 10:00    | EUR      |   999  | fulfilled | before the period             |
+/// | E   | 2026-04-01 10:00    | EUR      |  2500  | returned  | E has no purchase             |
+/// | X   | 2026-06-01 10:00    | EUR      |  7000  | fulfilled | no contact: not in RFM        |
+async fn seed(s: &TestServer, tenant: &str) -> Seeded {
+    let ctx = s.admin_ctx(tenant);
+    let group = ctx
+        .create(
+            model::ProductGroup {
+                display_name: "Pumps".into(),
+                parent: None,
+            },
+            "",
+        )
+        .await
+        .unwrap()
+        .meta
+        .id;
+    let product = ctx
+        .create(
+            model::Product {
+                sku: "P-1".into(),
+                product_group: Some(group),
+                display_name: "Pump".into(),
+                currency_code: "EUR".into(),
+                list_price: 100,
+                active: true,
+            },
+            "",
+        )
+        .await
+        .unwrap()
+        .meta
+        .id;
+    let contact = |name: &str, region: &str| model::Contact {
+        display_name: name.into(),
+        region: region.into(),
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    for (n, r) in [
+        ("A", "EMEA"),
+        ("B", "APAC"),
+        ("C", "APAC"),
+        ("D", "EMEA"),
+        ("E", "EMEA"),
+    ] {
+        ids.push(ctx.create(contact(n, r), "").await.unwrap().meta.id);
+    }
+    let x = ctx
+        .create(
+            model::Account {
+                display_name: "X".into(),
+                region: "NA".into(),
+                ..Default::default()
+            },
+            "",
+        )
+        .await
+        .unwrap()
+        .meta
+        .id;
+    let (a, b, c, d, e) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    let order = |contact: Option<Uuid>,
+                 account: Option<Uuid>,
+                 t: DateTime<Utc>,
+                 cur: &str,
+                 total: i64,
+                 status: OrderStatus| model::Order {
+        contact,
+        account,
+        order_time: Some(t),
+        currency_code: cur.into(),
+        status,
+        lines: vec![OrderLine {
+            product: Some(product),
+            quantity: 1,
+            unit_price: total,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    use OrderStatus::*;
+    for o in [
+        order(
+            Some(a),
+            None,
+            at(2026, 6, 20, 10, 0),
+            "EUR",
+            10000,
+            Fulfilled,
+        ),
+        order(Some(a), None, at(2026, 3, 1, 10, 0), "EUR", 5000, Fulfilled),
+        order(
+            Some(a),
+            None,
+            at(2026, 5, 31, 10, 0),
+            "USD",
+            2000,
+            Fulfilled,
+        ),
+        order(
+            Some(a),
+            None,
+            at(2026, 6, 25, 10, 0),
+            "EUR",
+            50000,
+            Cancelled,
+        ),
+        order(
+            Some(b),
+            None,
+            at(2026, 1, 31, 23, 30),
+            "EUR",
+            3000,
+            Fulfilled,
+        ),
+        order(Some(b), None, at(2026, 2, 15, 10, 0), "EUR", 4000, Returned),
+        order(
+            Some(c),
+            None,
+            at(2025, 12, 1, 10, 0),
+            "JPY",
+            5000,
+            Fulfilled,
+        ),
+        order(Some(c), None, at(2026, 7, 15, 10, 0), "JPY", 9000, Open),
+        order(Some(c), None, at(2025, 5, 1, 10, 0), "EUR", 999, Fulfilled),
+        order(Some(e), None, at(2026, 4, 1, 10, 0), "EUR", 2500, Returned),
+        order(None, Some(x), at(2026, 6, 1, 10, 0), "EUR", 7000, Fulfilled),
+    ] {
+        ctx.create(o, "").await.unwrap();
+    }
+    Seeded {
+        a,
+        b,
+        c,
+        d,
+        e,
+        group,
+    }
+}
+
+fn contact_name(id: Uuid) -> String {
+    format!("contacts/{id}")
+}
+
+/// Starts a run and waits for its operation; returns the run's name.
+async fn run_rfm(s: &TestServer, token: &str, config: &str) -> String {
+    let op = s
+        .analytics()
+        .start_rfm_run(req(
+            token,
+            StartRfmRunRequest {
+                config: config.into(),
+                period_start_time: Some(pts(period_from())),
+                as_of_time: Some(pts(as_of())),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(op.name.starts_with("operations/"), "{op:?}");
+    let op = wait(s, token, &op.name).await;
+    let Some(lro::operation::Result::Response(any)) = op.result else {
+        panic!("the run failed: {op:?}")
+    };
+    let result: OperationResult = prost::Message::decode(any.value.as_slice()).unwrap();
+    let Some(prost_types::value::Kind::StructValue(st)) = result.result.and_then(|v| v.kind) else {
+        panic!("no result")
+    };
+    let Some(prost_types::value::Kind::StringValue(run)) =
+        st.fields.get("run").and_then(|v| v.kind.clone())
+    else {
+        panic!("no run in {st:?}")
+    };
+    run
+}
+
+async fn wait(s: &TestServer, token: &str, name: &str) -> lro::Operation {
+    let mut ops = OperationsClient::new(s.channel.clone());
+    for _ in 0..60 {
+        let op = ops
+            .wait_operation(req(
+                token,
+                lro::WaitOperationRequest {
+                    name: name.into(),
+                    timeout: Some(prost_types::Duration {
+                        seconds: 2,
+                        nanos: 0,
+                    }),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if op.done {
+            // GetOperation answers the same.
+            let got = ops
+                .get_operation(req(token, lro::GetOperationRequest { name: name.into() }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(got.done);
+            return op;
+        }
+    }
+    panic!("operation {name} did not finish")
+}
+
+async fn all_results(s: &TestServer, token: &str, run: &str, segment: &str) -> Vec<RfmResult> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = s
+            .analytics()
+            .list_rfm_results(req(
+                token,
+                ListRfmResultsRequest {
+                    run: run.into(),
+                    segment: segment.into(),
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.results);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// (contact, currency) -> (orders, purchases, net) by an independent SQL query.
+async fn sql_measures(s: &TestServer, tenant: &str) -> BTreeMap<(Uuid, String), (i64, i64, i64)> {
+    let backend = s.db.backend();
+    let (p1, p2, p3) = match backend {
+        sea_orm::DbBackend::Postgres => ("$1", "$2", "$3"),
+        _ => ("?", "?", "?"),
+    };
+    let sql = format!(
+        "SELECT contact_id, currency_code, COUNT(*) AS n, \
+         CAST(SUM(CASE WHEN status <> 'RETURNED' AND total > 0 THEN 1 ELSE 0 END) AS BIGINT) AS p, \
+         CAST(SUM(CASE WHEN status = 'RETURNED' THEN 0 ELSE total END) AS BIGINT) AS net \
+         FROM orders WHERE tenant_id = {p1} AND delete_time IS NULL AND status <> 'CANCELLED' \
+         AND contact_id IS NOT NULL AND order_time >= {p2} AND order_time <= {p3} \
+         GROUP BY contact_id, currency_code"
+    );
+    let rows =
+        s.db.conn
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [tenant.into(), period_from().into(), as_of().into()],
+            ))
+            .await
+            .unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                (
+                    r.try_get::<Uuid>("", "contact_id").unwrap(),
+                    r.try_get::<String>("", "currency_code").unwrap(),
+                ),
+                (
+                    r.try_get::<i64>("", "n").unwrap(),
+                    r.try_get::<i64>("", "p").unwrap(),
+                    r.try_get::<i64>("", "net").unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+async fn rfm_runs_are_operations_with_hand_checked_results(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    s.tenant("other").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let seeded = seed(&s, "acme").await;
+
+    // No run yet: nothing to read.
+    let e = expect_code(
+        s.analytics()
+            .list_rfm_results(req(&t, ListRfmResultsRequest::default()))
+            .await,
+        Code::NotFound,
+    );
+    assert!(e.message().contains("rfmRuns"), "{e:?}");
+
+    let run = run_rfm(&s, &t, "").await;
+    let got = s
+        .analytics()
+        .get_rfm_run(req(&t, GetRfmRunRequest { name: run.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.state, RfmRunState::Succeeded as i32);
+    let stats = got.stats.unwrap();
+    assert_eq!(stats.customers, 5);
+    assert_eq!(stats.scored, 3);
+    assert_eq!(stats.no_orders, 1);
+    assert_eq!(stats.no_purchases, 1);
+    // A 3 + B 2 + C 1 + E 1 (cancelled, future and before-period orders are not read).
+    assert_eq!(stats.orders_in_period, 7);
+    assert_eq!(stats.future_dated_orders, 1);
+    assert_eq!(stats.orders_without_contact, 1);
+
+    // Every contact has one result; the latest run is the default.
+    let results = all_results(&s, &t, "", "").await;
+    assert_eq!(results.len(), 5);
+    let by: HashMap<String, RfmResult> = results
+        .into_iter()
+        .map(|r| (r.customer.clone(), r))
+        .collect();
+    let a = &by[&contact_name(seeded.a)];
+    let b = &by[&contact_name(seeded.b)];
+    let c = &by[&contact_name(seeded.c)];
+    let d = &by[&contact_name(seeded.d)];
+    let e = &by[&contact_name(seeded.e)];
+    assert_eq!(a.run, run);
+
+    // Hand-computed measures.
+    assert_eq!(a.status, RfmResultStatus::Scored as i32);
+    assert_eq!(a.recency_days, Some(9));
+    assert_eq!(a.frequency, 3);
+    assert_eq!(a.orders, 3);
+    assert_eq!(
+        a.monetary_minor,
+        HashMap::from([("EUR".into(), 15000), ("USD".into(), 2000)])
+    );
+    assert_eq!(b.recency_days, Some(149));
+    assert_eq!((b.frequency, b.orders), (1, 2));
+    assert_eq!(b.monetary_minor, HashMap::from([("EUR".into(), 3000)]));
+    assert_eq!(c.recency_days, Some(210));
+    assert_eq!((c.frequency, c.orders), (1, 1));
+    assert_eq!(c.monetary_minor, HashMap::from([("JPY".into(), 5000)]));
+    assert_eq!(d.status, RfmResultStatus::NoOrders as i32);
+    assert_eq!(
+        (d.recency_days, d.frequency, d.orders, d.r),
+        (None, 0, 0, 0)
+    );
+    assert_eq!(e.status, RfmResultStatus::NoPurchases as i32);
+    assert_eq!((e.recency_days, e.frequency, e.orders), (None, 0, 1));
+    assert_eq!(e.monetary_minor, HashMap::from([("EUR".into(), 0)]));
+    assert_eq!(e.segment, "");
+
+    // Hand-computed scores (5 bins, mid-rank quantiles among A, B, C; M per currency, the
+    // highest per-currency score) and the classic segments.
+    assert_eq!((a.r, a.f, a.m), (5, 5, 4));
+    assert_eq!(
+        a.m_by_currency,
+        HashMap::from([("EUR".into(), 4), ("USD".into(), 3)])
+    );
+    assert_eq!((b.r, b.f, b.m), (3, 2, 2));
+    assert_eq!((c.r, c.f, c.m), (1, 2, 3));
+    assert_eq!(a.segment, "champions");
+    assert_eq!(b.segment, "about_to_sleep");
+    assert_eq!(c.segment, "lost");
+
+    // Value: weights 1/1/1 on (s - 1) / 4: A (1 + 1 + 0.75) / 3, B 1 / 3, C 0.75 / 3.
+    let score = |r: &RfmResult| r.value.as_ref().unwrap().score;
+    assert!((score(a) - 275.0 / 3.0).abs() < 1e-9, "{}", score(a));
+    assert!((score(b) - 100.0 / 3.0).abs() < 1e-9, "{}", score(b));
+    assert!((score(c) - 25.0).abs() < 1e-9, "{}", score(c));
+    assert_eq!(score(d), 0.0);
+    let sum: f64 = a
+        .value
+        .as_ref()
+        .unwrap()
+        .contributions
+        .iter()
+        .map(|c| c.contribution)
+        .sum();
+    assert!((sum - score(a)).abs() < 1e-9);
+
+    // The stored measures agree with an independent SQL query over the same rows.
+    let sql = sql_measures(&s, "acme").await;
+    for r in by.values() {
+        let id = Uuid::parse_str(r.customer.trim_start_matches("contacts/")).unwrap();
+        let mine: Vec<_> = sql.iter().filter(|((c, _), _)| *c == id).collect();
+        let orders: i64 = mine.iter().map(|(_, v)| v.0).sum();
+        let purchases: i64 = mine.iter().map(|(_, v)| v.1).sum();
+        let money: HashMap<String, i64> = mine
+            .iter()
+            .map(|((_, cur), v)| (cur.clone(), v.2))
+            .collect();
+        assert_eq!(
+            (r.orders, r.frequency),
+            (orders, purchases),
+            "{}",
+            r.customer
+        );
+        assert_eq!(r.monetary_minor, money, "{}", r.customer);
+    }
+
+    // One segment; one customer.
+    let champions = all_results(&s, &t, &run, "champions").await;
+    assert_eq!(champions.len(), 1);
+    assert_eq!(champions[0].customer, contact_name(seeded.a));
+    let one = s
+        .analytics()
+        .get_customer_rfm(req(
+            &t,
+            GetCustomerRfmRequest {
+                customer: contact_name(seeded.b),
+                run: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.segment, "about_to_sleep");
+
+    // Another tenant sees none of it: NOT_FOUND for the run, its results and the contact.
+    let o = s.token("other", Uuid::now_v7(), &["admin"]);
+    expect_code(
+        s.analytics()
+            .get_rfm_run(req(&o, GetRfmRunRequest { name: run.clone() }))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.analytics()
+            .list_rfm_results(req(
+                &o,
+                ListRfmResultsRequest {
+                    run: run.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.analytics()
+            .get_customer_rfm(req(
+                &o,
+                GetCustomerRfmRequest {
+                    customer: contact_name(seeded.a),
+                    run: run.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+
+    // A role that may read runs but not contacts may not read results.
+    let admin = s.token("acme", Uuid::now_v7(), &["admin"]);
+    s.access()
+        .create_role(req(
+            &admin,
+            CreateRoleRequest {
+                role_id: "analyst".into(),
+                role: Some(Role {
+                    display_name: "Analyst".into(),
+                    grants: vec![Grant {
+                        collection: "rfmRuns".into(),
+                        actions: vec![Action::Read as i32],
+                        scope: Scope::All as i32,
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let analyst = s.token("acme", Uuid::now_v7(), &["analyst"]);
+    s.analytics()
+        .get_rfm_run(req(&analyst, GetRfmRunRequest { name: run.clone() }))
+        .await
+        .unwrap();
+    expect_code(
+        s.analytics()
+            .list_rfm_results(req(&analyst, ListRfmResultsRequest::default()))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        s.analytics()
+            .get_customer_rfm(req(
+                &analyst,
+                GetCustomerRfmRequest {
+                    customer: contact_name(seeded.a),
+                    run: String::new(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    // Nor start one (no create on rfmRuns).
+    expect_code(
+        s.analytics()
+            .start_rfm_run(req(&analyst, StartRfmRunRequest::default()))
+            .await,
+        Code::PermissionDenied,
+    );
+}
+
+async fn configs_are_validated_and_used_by_runs(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let seeded = seed(&s, "acme").await;
+    let create = |config: RfmConfig| {
+        let mut c = s.analytics();
+        let t = t.clone();
+        async move {
+            c.create_rfm_config(req(
+                &t,
+                CreateRfmConfigRequest {
+                    config: Some(config),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+
+    // Weights that sum to zero, bins out of range: INVALID_ARGUMENT naming the field.
+    let e = expect_code(
+        create(RfmConfig {
+            display_name: "zero".into(),
+            value_model: Some(ValueModel {
+                weights: Some(ValueWeights::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        violated_fields(&e)
+            .iter()
+            .any(|f| f.starts_with("config.value_model.weights")),
+        "{:?}",
+        violated_fields(&e)
+    );
+    let e = expect_code(
+        create(RfmConfig {
+            display_name: "bins".into(),
+            rfm: Some(RfmParameters {
+                bins: 11,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), vec!["config.rfm.bins".to_string()]);
+    let e = expect_code(
+        create(RfmConfig {
+            display_name: "tz".into(),
+            time_zone: "Mars/Olympus".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), vec!["config.time_zone".to_string()]);
+    assert_eq!(s.count("rfm_configs", "acme").await, 0);
+
+    // Frequency by thresholds (2 purchases or more scores 2 of 2 bins), monetary weighted only.
+    let config = create(RfmConfig {
+        display_name: "two bins".into(),
+        rfm: Some(RfmParameters {
+            bins: 2,
+            frequency: Some(RfmBinning {
+                method: RfmBinningMethod::Thresholds as i32,
+                thresholds: vec![2],
+                ..Default::default()
+            }),
+            segments: vec![
+                RfmSegmentRule {
+                    segment: "regulars".into(),
+                    f: Some(ScoreRange { min: 2, max: 2 }),
+                    ..Default::default()
+                },
+                RfmSegmentRule {
+                    segment: "others".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
+        value_model: Some(ValueModel {
+            weights: Some(ValueWeights {
+                monetary: 2.0,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        time_zone: "Europe/Berlin".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(config.value_model.as_ref().unwrap().version, 1);
+    let run = run_rfm(&s, &t, &config.name).await;
+    let results = all_results(&s, &t, &run, "regulars").await;
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].customer, contact_name(seeded.a));
+    assert_eq!(results[0].value.as_ref().unwrap().model_version, 1);
+    let others = all_results(&s, &t, &run, "others").await;
+    assert_eq!(others.len(), 2);
+    let _ = (seeded.c, seeded.d, seeded.e);
+
+    // A bad segment name in a list is refused, not built into a filter.
+    expect_code(
+        s.analytics()
+            .list_rfm_results(req(
+                &t,
+                ListRfmResultsRequest {
+                    segment: "x\" OR run != \"".into(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+}
+
+async fn sales_report_by_month_and_region(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let seeded = seed(&s, "acme").await;
+    let report = |tz: &str, chart: bool| {
+        let mut c = s.analytics();
+        let t = t.clone();
+        let tz = tz.to_owned();
+        async move {
+            c.sales_report(req(
+                &t,
+                SalesReportRequest {
+                    start_time: Some(pts(period_from())),
+                    end_time: Some(pts(at(2026, 7, 1, 0, 0))),
+                    granularity: ReportGranularity::Month as i32,
+                    dimension: SalesDimension::Region as i32,
+                    time_zone: tz,
+                    include_chart: chart,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    let r = report("Europe/Berlin", true).await.unwrap();
+    let cells: Vec<(String, String, String, i64, i64)> = r
+        .cells
+        .iter()
+        .map(|c| {
+            (
+                c.period.clone(),
+                c.dimension.clone(),
+                c.currency_code.clone(),
+                c.amount_minor,
+                c.orders,
+            )
+        })
+        .collect();
+    let cell = |p: &str, d: &str, cur: &str, amount: i64, n: i64| {
+        (p.to_owned(), d.to_owned(), cur.to_owned(), amount, n)
+    };
+    assert_eq!(
+        cells,
+        vec![
+            cell("2025-12", "APAC", "JPY", 5000, 1),
+            // 2026-01-31 23:30 UTC is February in Berlin; the refund adds 0 and no order.
+            cell("2026-02", "APAC", "EUR", 3000, 1),
+            cell("2026-03", "EMEA", "EUR", 5000, 1),
+            cell("2026-04", "EMEA", "EUR", 0, 0),
+            cell("2026-05", "EMEA", "USD", 2000, 1),
+            cell("2026-06", "EMEA", "EUR", 10000, 1),
+            cell("2026-06", "NA", "EUR", 7000, 1),
+        ]
+    );
+    assert_eq!(
+        r.totals_minor,
+        HashMap::from([
+            ("EUR".into(), 25000),
+            ("USD".into(), 2000),
+            ("JPY".into(), 5000)
+        ])
+    );
+    assert_eq!(r.charts.len(), 3);
+    assert!(
+        r.charts["EUR"].starts_with("<svg"),
+        "{}",
+        &r.charts["EUR"][..50]
+    );
+    assert_eq!(r.cells[1].period_start_date.as_ref().unwrap().month, 2);
+
+    // In UTC the late-January order is January's.
+    let utc = report("", false).await.unwrap();
+    assert!(utc.charts.is_empty());
+    assert!(
+        utc.cells
+            .iter()
+            .any(|c| c.period == "2026-01" && c.amount_minor == 3000)
+    );
+
+    // By product group (order lines, streamed): one group, the same months and amounts.
+    let by_group = s
+        .analytics()
+        .sales_report(req(
+            &t,
+            SalesReportRequest {
+                start_time: Some(pts(period_from())),
+                end_time: Some(pts(at(2026, 7, 1, 0, 0))),
+                granularity: ReportGranularity::Quarter as i32,
+                dimension: SalesDimension::ProductGroup as i32,
+                time_zone: "Europe/Berlin".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let group = format!("productGroups/{}", seeded.group);
+    assert!(
+        by_group.cells.iter().all(|c| c.dimension == group),
+        "{by_group:?}"
+    );
+    let quarters: Vec<(String, String, i64, i64)> = by_group
+        .cells
+        .iter()
+        .map(|c| {
+            (
+                c.period.clone(),
+                c.currency_code.clone(),
+                c.amount_minor,
+                c.orders,
+            )
+        })
+        .collect();
+    let q = |p: &str, cur: &str, amount: i64, n: i64| (p.to_owned(), cur.to_owned(), amount, n);
+    assert_eq!(
+        quarters,
+        vec![
+            q("2025-Q4", "JPY", 5000, 1),
+            q("2026-Q1", "EUR", 8000, 2),
+            q("2026-Q2", "EUR", 17000, 2),
+            q("2026-Q2", "USD", 2000, 1),
+        ]
+    );
+    assert_eq!(by_group.totals_minor, r.totals_minor);
+
+    // Bad input names the field.
+    let e = expect_code(report("Nowhere/Land", false).await, Code::InvalidArgument);
+    assert_eq!(violated_fields(&e), vec!["time_zone".to_string()]);
+
+    // A rep sees the orders of their own scope only (none here: the admin owns them).
+    let admin = s.token("acme", Uuid::now_v7(), &["admin"]);
+    s.access()
+        .create_role(req(
+            &admin,
+            CreateRoleRequest {
+                role_id: "rep".into(),
+                role: Some(Role {
+                    display_name: "Rep".into(),
+                    grants: vec![Grant {
+                        collection: "orders".into(),
+                        actions: vec![Action::Read as i32],
+                        scope: Scope::Own as i32,
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let rep = s.token("acme", Uuid::now_v7(), &["rep"]);
+    let mine = s
+        .analytics()
+        .sales_report(req(
+            &rep,
+            SalesReportRequest {
+                start_time: Some(pts(period_from())),
+                end_time: Some(pts(at(2026, 7, 1, 0, 0))),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(mine.cells.is_empty());
+    let nobody = s.token("acme", Uuid::now_v7(), &[]);
+    expect_code(
+        s.analytics()
+            .sales_report(req(
+                &nobody,
+                SalesReportRequest {
+                    start_time: Some(pts(period_from())),
+                    end_time: Some(pts(at(2026, 7, 1, 0, 0))),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+}
+
+async fn a_run_started_twice_runs_once(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    seed(&s, "acme").await;
+    let start = || {
+        let mut c = s.analytics();
+        let t = t.clone();
+        async move {
+            c.start_rfm_run(req(
+                &t,
+                StartRfmRunRequest {
+                    config: String::new(),
+                    period_start_time: Some(pts(period_from())),
+                    as_of_time: Some(pts(as_of())),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let (x, y) = tokio::join!(start(), start());
+    let first = wait(&s, &t, &x.name).await;
+    wait(&s, &t, &y.name).await;
+    assert!(first.done);
+    // Started together: the second found the first running (the same operation), or came
+    // after it had finished and ran anew; never two runs at once.
+    let runs = s
+        .analytics()
+        .list_rfm_runs(req(&t, ListRfmRunsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    if x.name == y.name {
+        assert_eq!(runs.len(), 1);
+    }
+    assert!(
+        runs.iter()
+            .all(|r| r.state == RfmRunState::Succeeded as i32),
+        "{runs:?}"
+    );
+    // One result per contact per run.
+    assert_eq!(
+        s.count("rfm_results", "acme").await,
+        5 * i64::try_from(runs.len()).unwrap()
+    );
+}
+
+async fn a_cancelled_run_is_never_read(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    seed(&s, "acme").await;
+    let op = s
+        .analytics()
+        .start_rfm_run(req(
+            &t,
+            StartRfmRunRequest {
+                as_of_time: Some(pts(as_of())),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    OperationsClient::new(s.channel.clone())
+        .cancel_operation(req(
+            &t,
+            lro::CancelOperationRequest {
+                name: op.name.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    let op = wait(&s, &t, &op.name).await;
+    let runs = s
+        .analytics()
+        .list_rfm_runs(req(&t, ListRfmRunsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(runs.len(), 1);
+    let first = runs[0].name.clone();
+    let cancelled = matches!(op.result, Some(lro::operation::Result::Error(_)));
+    if cancelled {
+        // Whatever it wrote is never read.
+        let e = expect_code(
+            s.analytics()
+                .list_rfm_results(req(
+                    &t,
+                    ListRfmResultsRequest {
+                        run: first.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .await,
+            Code::FailedPrecondition,
+        );
+        assert_eq!(crm_tests::reason(&e), "RUN_NOT_SUCCEEDED");
+        expect_code(
+            s.analytics()
+                .list_rfm_results(req(&t, ListRfmResultsRequest::default()))
+                .await,
+            Code::NotFound,
+        );
+    }
+    // It does not block the next run, which then is the latest.
+    let second = run_rfm(&s, &t, "").await;
+    let page = s
+        .analytics()
+        .list_rfm_results(req(&t, ListRfmResultsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.run, second);
+    let old = s
+        .analytics()
+        .get_rfm_run(req(&t, GetRfmRunRequest { name: first }))
+        .await
+        .unwrap()
+        .into_inner();
+    let want = if cancelled {
+        RfmRunState::Failed
+    } else {
+        RfmRunState::Succeeded
+    };
+    assert_eq!(old.state, want as i32, "{old:?}");
+}
+
+both!(
+    a_cancelled_run_is_never_read,
+    rfm_runs_are_operations_with_hand_checked_results,
+    configs_are_validated_and_used_by_runs,
+    sales_report_by_month_and_region,
+    a_run_started_twice_runs_once,
+);
