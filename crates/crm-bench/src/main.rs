@@ -480,8 +480,14 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                         company: format!("Bench {} GmbH", i % 5000),
                         region: "DE".into(),
                         source: "web_form".into(),
+                        // One lead in ten shares a phone with existing contacts (the demo
+                        // data's pool): a few hundred candidates to score (capped at 200).
                         phones: vec![v1::Phone {
-                            number: format!("+49 40 {}", 1_000_000 + seq % 8_999_999),
+                            number: if seq % 10 == 0 {
+                                format!("+44 20 7946 0{:03}", seq / 10 % 1000)
+                            } else {
+                                format!("+49 40 {}", 1_000_000 + seq % 8_999_999)
+                            },
                             label: "work".into(),
                             extension: String::new(),
                         }],

@@ -163,6 +163,30 @@ impl Db {
     /// statistics of their former size, and the first queries after the load may take a bad
     /// plan. PostgreSQL samples each table (bounded by [`ANALYZE_TIMEOUT`] in all, not by the
     /// pool's statement timeout); SQLite reads each table's indexes, as a writer.
+    /// `analyze_all` does every table of the database (the shared model's and every domain
+    /// crate's, with their derived keys); [`Db::analyze`] the tables named.
+    pub async fn analyze_all(&self) -> Result<()> {
+        match self.backend() {
+            DbBackend::Postgres => {
+                let txn = self.conn.begin().await?;
+                txn.execute_unprepared(&format!(
+                    "SET LOCAL statement_timeout = {}",
+                    ANALYZE_TIMEOUT.as_millis()
+                ))
+                .await?;
+                txn.execute_unprepared("ANALYZE").await?;
+                txn.commit().await?;
+            }
+            _ => {
+                let txn = self.begin_write().await?;
+                txn.txn.execute_unprepared("ANALYZE").await?;
+                txn.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes the planner statistics of `tables` (see [`Db::analyze_all`]).
     pub async fn analyze(&self, tables: &[&str]) -> Result<()> {
         if tables.is_empty() {
             return Ok(());

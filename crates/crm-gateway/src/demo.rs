@@ -715,25 +715,11 @@ pub async fn load(
     }
     create_all(&ctx, "orders", orders, conc).await?;
 
-    // Fresh planner statistics for every table the load wrote, so the first queries after
-    // it do not take a plan made for the empty tables (autovacuum would get there minutes
-    // later).
-    db.analyze(&[
-        model::Role::TABLE,
-        model::Territory::TABLE,
-        model::User::TABLE,
-        model::Team::TABLE,
-        model::ProductGroup::TABLE,
-        model::Product::TABLE,
-        Account::TABLE,
-        Contact::TABLE,
-        Position::TABLE,
-        Order::TABLE,
-        "audit_records",
-        "ownership_changes",
-        "outbox_events",
-    ])
-    .await
+    // Fresh planner statistics for every table (the load also wrote audit records, events
+    // and the domain crates' derived keys), so the first queries after it do not take a plan
+    // made for the empty tables (autovacuum would get there minutes later).
+    db.analyze_all()
+        .await
     .map_err(|e| format!("analyze after the load: {e}"))?;
 
     Ok(Loaded {

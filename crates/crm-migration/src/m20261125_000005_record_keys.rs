@@ -22,11 +22,21 @@ impl MigrationTrait for Migration {
             "CREATE TABLE record_keys (tenant_id TEXT NOT NULL, key_space TEXT NOT NULL, \
              key_value TEXT NOT NULL, collection TEXT NOT NULL, record_id UUID NOT NULL, \
              PRIMARY KEY (tenant_id, key_space, key_value, collection, record_id))",
-            // Replaced by record.
+            // Replaced by record. The record id comes right after the tenant, so a lookup by
+            // key can never be planned on this index (with stale statistics PostgreSQL once
+            // chose it and filtered five million rows for one lookup: 1 s instead of 1 ms).
             "CREATE INDEX record_keys_record ON record_keys \
-             (tenant_id, key_space, collection, record_id)",
+             (tenant_id, record_id, key_space, collection)",
         ] {
             conn.execute_unprepared(&crate::ddl(backend, sql)).await?;
+        }
+        if backend == sea_orm::DbBackend::Postgres {
+            // Written in bursts (imports, loads): analyze after 2 % of its rows changed
+            // rather than 10 %, so lookups keep a plan made for its size.
+            conn.execute_unprepared(
+                "ALTER TABLE record_keys SET (autovacuum_analyze_scale_factor = 0.02)",
+            )
+            .await?;
         }
         Ok(())
     }
