@@ -720,7 +720,7 @@ pub async fn load(
     // made for the empty tables (autovacuum would get there minutes later).
     db.analyze_all()
         .await
-    .map_err(|e| format!("analyze after the load: {e}"))?;
+        .map_err(|e| format!("analyze after the load: {e}"))?;
 
     Ok(Loaded {
         tenant: tenant_id.to_owned(),
