@@ -345,7 +345,80 @@ async fn registry_matches_structs_and_schema(backend: Backend) {
     }
 }
 
+/// Record keys and counters: keys replaced per record, lookups ranked by the keys shared,
+/// tenants apart, counters taken and stored with the transaction.
+async fn record_keys_and_counters(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("t").await;
+    s.tenant("u").await;
+    let ctx = admin(&s);
+    let k = |v: &[&str]| v.iter().map(|x| (*x).to_string()).collect::<Vec<_>>();
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let tx = ctx.begin().await.unwrap();
+    tx.set_record_keys("m", "contacts", a, &k(&["x", "y", "z"]))
+        .await
+        .unwrap();
+    tx.set_record_keys("m", "contacts", b, &k(&["x"]))
+        .await
+        .unwrap();
+    tx.set_record_keys("m", "leads", c, &k(&["x", "y"]))
+        .await
+        .unwrap();
+    // Replaced, not added to.
+    tx.set_record_keys("m", "contacts", b, &k(&["x", "w"]))
+        .await
+        .unwrap();
+    assert_eq!(tx.lock_counter("rr").await.unwrap(), 0);
+    tx.set_counter("rr", 7).await.unwrap();
+    tx.commit().await.unwrap();
+    // Another tenant's keys and counters are its own.
+    let other = s.admin_ctx("u");
+    let tx = other.begin().await.unwrap();
+    tx.set_record_keys("m", "contacts", Uuid::now_v7(), &k(&["x", "y", "z"]))
+        .await
+        .unwrap();
+    assert_eq!(tx.lock_counter("rr").await.unwrap(), 0);
+    tx.commit().await.unwrap();
+
+    let tx = ctx.begin().await.unwrap();
+    let all = tx
+        .records_with_keys("m", &k(&["x", "y", "z"]), &["contacts", "leads"], 10)
+        .await
+        .unwrap();
+    // The records sharing the most keys first: a (3), c (2), b (1: its "w" is not asked).
+    assert_eq!(
+        all,
+        [
+            ("contacts".to_string(), a),
+            ("leads".to_string(), c),
+            ("contacts".to_string(), b)
+        ]
+    );
+    let best = tx
+        .records_with_keys("m", &k(&["x", "y", "z"]), &["contacts", "leads"], 1)
+        .await
+        .unwrap();
+    assert_eq!(best, [("contacts".to_string(), a)]);
+    let only_leads = tx
+        .records_with_keys("m", &k(&["x"]), &["leads"], 10)
+        .await
+        .unwrap();
+    assert_eq!(only_leads, [("leads".to_string(), c)]);
+    assert_eq!(tx.lock_counter("rr").await.unwrap(), 7);
+    // Removing a record's keys.
+    tx.set_record_keys("m", "contacts", a, &[]).await.unwrap();
+    let left = tx
+        .records_with_keys("m", &k(&["z"]), &["contacts"], 10)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    // A counter must be taken before it is stored.
+    let e = tx.set_counter("never-taken", 1).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::FailedPrecondition);
+}
+
 both!(
+    record_keys_and_counters,
     composed_writes_commit_together,
     composed_writes_roll_back_together,
     hooks_run_inside_the_transaction,

@@ -806,8 +806,9 @@ impl<'c> Tx<'c> {
     }
 
     /// Records of `collections` that have any of `keys` in the key space `space`
-    /// (see [`Tx::set_record_keys`]), as (collection, id), at most `limit`, read in this
-    /// transaction as the system; the caller's rights apply to what is shown of them.
+    /// (see [`Tx::set_record_keys`]), as (collection, id), those sharing the most keys
+    /// first, at most `limit`, read in this transaction as the system; the caller's rights
+    /// apply to what is shown of them.
     pub async fn records_with_keys(
         &self,
         space: &str,
@@ -819,13 +820,17 @@ impl<'c> Tx<'c> {
             return Ok(Vec::new());
         }
         let mut q = Query::select();
-        q.distinct()
-            .columns([col("collection"), col("record_id")])
+        q.columns([col("collection"), col("record_id")])
+            .expr_as(Expr::col(col("key_value")).count(), col("shared"))
             .from(col("record_keys"))
             .and_where(Expr::col(col("tenant_id")).eq(self.ctx.tenant()))
             .and_where(Expr::col(col("key_space")).eq(space))
             .and_where(Expr::col(col("key_value")).is_in(keys.iter().map(String::as_str)))
             .and_where(Expr::col(col("collection")).is_in(collections.iter().copied()))
+            .group_by_col(col("collection"))
+            .group_by_col(col("record_id"))
+            .order_by_expr(Expr::col(col("shared")), sea_orm::sea_query::Order::Desc)
+            .order_by(col("record_id"), sea_orm::sea_query::Order::Asc)
             .limit(limit);
         let rows = self.conn().query_all(&q).await?;
         rows.iter()
