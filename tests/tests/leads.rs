@@ -997,7 +997,173 @@ async fn new_leads_are_matched_against_leads_contacts_and_accounts(backend: Back
     );
 }
 
+async fn leads_convert_in_one_transaction(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let mut l = lead("trade_show", "DE", 40);
+    l.title = "Buyer".into();
+    let l = create(&s, &t, l).await.unwrap();
+
+    // CONVERTED is not a status a caller sets.
+    let e = expect_code(
+        s.leads()
+            .update_lead(req(
+                &t,
+                UpdateLeadRequest {
+                    lead: Some(Lead {
+                        name: l.name.clone(),
+                        status: LeadStatus::Converted as i32,
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["status"]),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), ["lead.status"]);
+
+    // A role that may work leads but not create accounts or contacts: nothing is written.
+    s.access()
+        .create_role(req(
+            &t,
+            CreateRoleRequest {
+                role_id: "leads-only".into(),
+                role: Some(Role {
+                    display_name: "Leads only".into(),
+                    grants: vec![Grant {
+                        collection: "leads".into(),
+                        actions: [Action::Read, Action::Create, Action::Update]
+                            .iter()
+                            .map(|x| *x as i32)
+                            .collect(),
+                        scope: Scope::All as i32,
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let limited = s.token("acme", Uuid::now_v7(), &["leads-only"]);
+    let (accounts, contacts, audits) = (
+        s.count("accounts", "acme").await,
+        s.count("contacts", "acme").await,
+        s.count("audit_records", "acme").await,
+    );
+    expect_code(
+        s.leads()
+            .convert_lead(req(
+                &limited,
+                ConvertLeadRequest {
+                    name: l.name.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(s.count("accounts", "acme").await, accounts);
+    assert_eq!(s.count("contacts", "acme").await, contacts);
+    assert_eq!(s.count("audit_records", "acme").await, audits);
+
+    // The admin converts: account from the company, contact from the person, the position.
+    let c = s
+        .leads()
+        .convert_lead(req(
+            &t,
+            ConvertLeadRequest {
+                name: l.name.clone(),
+                etag: l.etag.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (lead_after, account, contact) = (c.lead.unwrap(), c.account.unwrap(), c.contact.unwrap());
+    assert_eq!(lead_after.status, LeadStatus::Converted as i32);
+    assert_eq!(lead_after.converted_account, account.name);
+    assert_eq!(lead_after.converted_contact, contact.name);
+    assert!(lead_after.convert_time.is_some());
+    assert_eq!(account.display_name, "Muster GmbH");
+    assert_eq!(account.employee_count, 40);
+    assert_eq!(contact.display_name, "Anna Schmidt");
+    assert_eq!(contact.emails[0].address, "anna.schmidt@muster.example");
+    let positions = s
+        .contacts()
+        .list_positions(req(
+            &t,
+            ListPositionsRequest {
+                parent: contact.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .positions;
+    assert_eq!(positions.len(), 1);
+    assert_eq!(positions[0].account, account.name);
+    assert_eq!(positions[0].title, "Buyer");
+
+    // Once: converting again, or moving the lead out of CONVERTED, is refused.
+    let e = expect_code(
+        s.leads()
+            .convert_lead(req(
+                &t,
+                ConvertLeadRequest {
+                    name: l.name.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(crm_tests::reason(&e), "LEAD_CONVERTED");
+    expect_code(
+        s.leads()
+            .update_lead(req(
+                &t,
+                UpdateLeadRequest {
+                    lead: Some(Lead {
+                        name: l.name.clone(),
+                        status: LeadStatus::Working as i32,
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["status"]),
+                },
+            ))
+            .await,
+        Code::FailedPrecondition,
+    );
+
+    // Into an existing contact (the duplicate found on capture): no second contact.
+    let twin = create(&s, &t, lead("web_form", "DE", 0)).await.unwrap();
+    assert_eq!(twin.duplicates.clone().unwrap().status, "MATCH");
+    let before = s.count("contacts", "acme").await;
+    let c = s
+        .leads()
+        .convert_lead(req(
+            &t,
+            ConvertLeadRequest {
+                name: twin.name.clone(),
+                contact: contact.name.clone(),
+                account: account.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.contact.unwrap().name, contact.name);
+    assert_eq!(s.count("contacts", "acme").await, before);
+}
+
 both!(
+    leads_convert_in_one_transaction,
     new_leads_are_matched_against_leads_contacts_and_accounts,
     leads_are_routed_by_the_active_rule_set,
     routing_under_concurrent_creates_is_exact,

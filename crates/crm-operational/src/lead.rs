@@ -122,6 +122,12 @@ pub struct Lead {
     /// The existing leads, contacts and accounts it may duplicate, found when it was created
     /// (output only; see [`crate::dedupe`]).
     pub duplicates: DuplicateCheck,
+    /// The account the lead was converted into (output only; set by [`convert`]).
+    pub converted_account: Option<Uuid>,
+    /// The contact the lead was converted into (output only; set by [`convert`]).
+    pub converted_contact: Option<Uuid>,
+    /// When it was converted (output only).
+    pub convert_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One grading rule that gave a lead points.
@@ -212,6 +218,19 @@ impl Resource for Lead {
         FieldSpec::new("custom_fields", "custom_fields", Kind::Json),
         FieldSpec::new("assignment", "assignment", Kind::Json),
         FieldSpec::new("duplicates", "duplicates", Kind::Json),
+        FieldSpec::new(
+            "converted_account",
+            "converted_account_id",
+            Kind::Ref("accounts"),
+        )
+        .filter(),
+        FieldSpec::new(
+            "converted_contact",
+            "converted_contact_id",
+            Kind::Ref("contacts"),
+        )
+        .filter(),
+        FieldSpec::new("convert_time", "convert_time", Kind::Time).sort(),
     ];
 
     fn validate(&mut self) -> Result<()> {
@@ -280,6 +299,27 @@ impl Resource for Lead {
             match old {
                 None => check_new_lead(tx, id, data).await?,
                 Some(o) => data.duplicates = o.duplicates.clone(),
+            }
+            // Conversion is [`convert`]'s: it alone sets what the lead became, once.
+            match old {
+                Some(o) if o.status == LeadStatus::Converted => {
+                    if data.status != LeadStatus::Converted {
+                        return Err(Error::failed_precondition(
+                            "LEAD_CONVERTED",
+                            "a converted lead stays CONVERTED",
+                        ));
+                    }
+                    data.converted_account = o.converted_account;
+                    data.converted_contact = o.converted_contact;
+                    data.convert_time = o.convert_time;
+                }
+                _ if data.status == LeadStatus::Converted && data.converted_contact.is_none() => {
+                    return Err(Error::invalid(
+                        "status",
+                        "a lead becomes CONVERTED through ConvertLead",
+                    ));
+                }
+                _ => {}
             }
             // The grade is the system's: whatever the caller sent, it is recomputed.
             match active_grading_policy(tx).await? {
@@ -448,7 +488,9 @@ pub const SCHEMA: &[SchemaChange] = &[SchemaChange::new(
              notes TEXT NOT NULL, tags TEXT NOT NULL, status TEXT NOT NULL, \
              grade TEXT NOT NULL, grade_points BIGINT NOT NULL, grade_reasons TEXT NOT NULL, \
              owner_id UUID NULL, territory_id UUID NULL, custom_fields TEXT NOT NULL, \
-             assignment TEXT NOT NULL, duplicates TEXT NOT NULL"
+             assignment TEXT NOT NULL, duplicates TEXT NOT NULL, \
+             converted_account_id UUID NULL, converted_contact_id UUID NULL, \
+             convert_time TIMESTAMPTZ NULL"
         ),
         "CREATE INDEX leads_name ON leads (tenant_id, display_name, id)",
         "CREATE INDEX leads_owner ON leads (tenant_id, owner_id, id)",
@@ -475,3 +517,139 @@ pub const SCHEMA: &[SchemaChange] = &[SchemaChange::new(
         "CREATE INDEX leads_owner_status ON leads (tenant_id, owner_id, status)",
     ],
 )];
+
+/// What a conversion made.
+#[derive(Debug, Clone)]
+pub struct Conversion {
+    /// The lead, now CONVERTED.
+    pub lead: crm_core::resource::Record<Lead>,
+    /// The account (created from the company, or the one named).
+    pub account: Option<crm_core::resource::Record<crm_core::model::Account>>,
+    /// The contact (created from the person, or the one named).
+    pub contact: crm_core::resource::Record<crm_core::model::Contact>,
+}
+
+/// Converts a qualified lead (O5) in one transaction: the account (the one named, else one
+/// created from the lead's company when it has one), the contact (the one named, else one
+/// created from the lead's person, phones, e-mails and address), the contact's position at the
+/// account, and the lead marked CONVERTED with what it became; each write checked against the
+/// caller's rights, audited and evented, or none of it. `etag` guards the lead against a
+/// concurrent change.
+pub async fn convert(
+    ctx: &crm_core::service::Ctx,
+    id: Uuid,
+    etag: &str,
+    account: Option<Uuid>,
+    contact: Option<Uuid>,
+) -> Result<Conversion> {
+    use crm_core::model::{Account, Contact, Position};
+    let tx = ctx.begin().await?;
+    let lead = tx.get::<Lead>(id).await?;
+    if lead.data.status == LeadStatus::Converted {
+        return Err(Error::failed_precondition(
+            "LEAD_CONVERTED",
+            format!("leads/{id} is already converted"),
+        ));
+    }
+    if lead.data.status == LeadStatus::Unqualified {
+        return Err(Error::failed_precondition(
+            "LEAD_UNQUALIFIED",
+            format!("leads/{id} is UNQUALIFIED: qualify it before converting"),
+        ));
+    }
+    let l = &lead.data;
+    let account = match account {
+        Some(a) => Some(
+            tx.get::<Account>(a)
+                .await
+                .map_err(|e| e.in_field("account"))?,
+        ),
+        None if !l.company.is_empty() => Some(
+            tx.create(Account {
+                display_name: l.company.clone(),
+                industry: l.industry.clone(),
+                region: l.region.clone(),
+                employee_count: l.employee_count,
+                addresses: vec![l.address.clone()]
+                    .into_iter()
+                    .filter(|a| *a != PostalAddress::default())
+                    .collect(),
+                owner: l.owner,
+                territory: l.territory,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.in_field("account"))?,
+        ),
+        None => None,
+    };
+    let contact = match contact {
+        Some(c) => tx
+            .get::<Contact>(c)
+            .await
+            .map_err(|e| e.in_field("contact"))?,
+        None => tx
+            .create(Contact {
+                given_name: l.given_name.clone(),
+                family_name: l.family_name.clone(),
+                display_name: if l.given_name.is_empty() && l.family_name.is_empty() {
+                    l.display_name.clone()
+                } else {
+                    String::new()
+                },
+                phones: l.phones.clone(),
+                emails: l.emails.clone(),
+                addresses: vec![l.address.clone()]
+                    .into_iter()
+                    .filter(|a| *a != PostalAddress::default())
+                    .collect(),
+                region: l.region.clone(),
+                tags: l.tags.clone(),
+                owner: l.owner,
+                territory: l.territory,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.in_field("contact"))?,
+    };
+    if let Some(a) = &account {
+        tx.create(Position {
+            contact: Some(contact.meta.id),
+            account: Some(a.meta.id),
+            title: l.title.clone(),
+            start_date: Some(ctx.clock.now().date_naive()),
+            ..Default::default()
+        })
+        .await?;
+    }
+    let etag = if etag.is_empty() {
+        lead.meta.etag()
+    } else {
+        etag.to_owned()
+    };
+    let lead = tx
+        .update(
+            id,
+            Lead {
+                status: LeadStatus::Converted,
+                converted_account: account.as_ref().map(|a| a.meta.id),
+                converted_contact: Some(contact.meta.id),
+                convert_time: Some(ctx.clock.now()),
+                ..Default::default()
+            },
+            &[
+                "status".to_owned(),
+                "converted_account".to_owned(),
+                "converted_contact".to_owned(),
+                "convert_time".to_owned(),
+            ],
+            &etag,
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Conversion {
+        lead,
+        account,
+        contact,
+    })
+}

@@ -134,6 +134,9 @@ impl Wire<Lead> for pb::Lead {
             // Output only: whatever is sent is replaced by the decision and the check.
             assignment: AssignmentDecision::default(),
             duplicates: DuplicateCheck::default(),
+            converted_account: None,
+            converted_contact: None,
+            convert_time: None,
         })
     }
 
@@ -196,6 +199,9 @@ impl Wire<Lead> for pb::Lead {
             hidden_fields: hidden(&r.hidden),
             assignment: Some(decision_out(d.assignment)),
             duplicates: Some(duplicates_out(d.duplicates)),
+            converted_account: name("accounts", d.converted_account),
+            converted_contact: name("contacts", d.converted_contact),
+            convert_time: d.convert_time.map(ts),
         }
     }
 
@@ -686,6 +692,26 @@ crate::service_impl!(LeadService, Leads, [
         delete_lead_duplicate_policy(pb::DeleteLeadDuplicatePolicyRequest)
     }
 ]
+    async fn convert_lead(
+        &self,
+        r: tonic::Request<pb::ConvertLeadRequest>,
+    ) -> std::result::Result<tonic::Response<pb::ConvertLeadResponse>, tonic::Status> {
+        use crate::status::OrStatus;
+        let ctx = self.0.ctx(&r).await?;
+        let q = r.into_inner();
+        let id = <pb::Lead as Wire<Lead>>::parse_id("name", &q.name).or_status()?;
+        let account = reference("account", "accounts", &q.account).or_status()?;
+        let contact = reference("contact", "contacts", &q.contact).or_status()?;
+        let c = crm_operational::lead::convert(&ctx, id, &q.etag, account, contact)
+            .await
+            .or_status()?;
+        Ok(tonic::Response::new(pb::ConvertLeadResponse {
+            lead: Some(pb::Lead::from_record(c.lead)),
+            account: c.account.map(pb::Account::from_record),
+            contact: Some(pb::Contact::from_record(c.contact)),
+        }))
+    }
+
     async fn find_lead_duplicates(
         &self,
         r: tonic::Request<pb::FindLeadDuplicatesRequest>,
