@@ -1162,7 +1162,130 @@ async fn leads_convert_in_one_transaction(backend: Backend) {
     assert_eq!(s.count("contacts", "acme").await, before);
 }
 
+async fn untouched_routed_leads_are_escalated_to_the_managers(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let boss = user(&s, &t, "boss", 0, true).await;
+    let rep = s
+        .directory()
+        .create_user(req(
+            &t,
+            CreateUserRequest {
+                user: Some(User {
+                    display_name: "rep".into(),
+                    email: "rep@acme.example".into(),
+                    manager: boss.clone(),
+                    active: true,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .name;
+    let mut set = AssignmentRuleSet {
+        display_name: "Routing".into(),
+        active: true,
+        rules: vec![AssignmentRule {
+            id: "all".into(),
+            targets: vec![target(&rep)],
+            ..Default::default()
+        }],
+        fallback: boss.clone(),
+        escalate_after_seconds: 1,
+        ..Default::default()
+    };
+    let created = s
+        .leads()
+        .create_assignment_rule_set(req(
+            &t,
+            CreateAssignmentRuleSetRequest {
+                rule_set: Some(set.clone()),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.escalate_after_seconds, 1);
+    let idle = create(&s, &t, lead("web_form", "DE", 5)).await.unwrap();
+    let worked = create(&s, &t, lead("web_form", "FR", 5)).await.unwrap();
+    assert_eq!(idle.owner, rep);
+    s.leads()
+        .update_lead(req(
+            &t,
+            UpdateLeadRequest {
+                lead: Some(Lead {
+                    name: worked.name.clone(),
+                    status: LeadStatus::Working as i32,
+                    ..Default::default()
+                }),
+                update_mask: mask(&["status"]),
+            },
+        ))
+        .await
+        .unwrap();
+    // The timer fires about a second later (runner poll: 1 s).
+    let mut escalated = None;
+    for _ in 0..60 {
+        let l = s
+            .leads()
+            .get_lead(req(
+                &t,
+                GetLeadRequest {
+                    name: idle.name.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if !l.escalated_to.is_empty() {
+            escalated = Some(l);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let l = escalated.expect("the idle lead was escalated");
+    assert_eq!(l.escalated_to, boss);
+    assert!(l.escalate_time.is_some());
+    assert_eq!(l.owner, rep, "escalation does not move the lead");
+    let w = s
+        .leads()
+        .get_lead(req(
+            &t,
+            GetLeadRequest {
+                name: worked.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        w.escalated_to.is_empty(),
+        "a lead worked on is not escalated"
+    );
+    // Out of range settings are refused by field.
+    set.escalate_after_seconds = -1;
+    let e = expect_code(
+        s.leads()
+            .create_assignment_rule_set(req(
+                &t,
+                CreateAssignmentRuleSetRequest {
+                    rule_set: Some(set),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), ["rule_set.escalate_after_seconds"]);
+}
+
 both!(
+    untouched_routed_leads_are_escalated_to_the_managers,
     leads_convert_in_one_transaction,
     new_leads_are_matched_against_leads_contacts_and_accounts,
     leads_are_routed_by_the_active_rule_set,

@@ -42,6 +42,7 @@ pub fn register_domains(registry: &mut crm_core::registry::RegistryBuilder) {
 /// clocks, imports, ...): the kinds this replica's runner claims.
 pub fn register_jobs(handlers: &mut crm_core::jobs::JobHandlers) -> crm_core::Result<()> {
     crm_analytical::register_jobs(handlers)?;
+    crm_operational::lead::register_jobs(handlers)?;
     Ok(())
 }
 

@@ -128,6 +128,11 @@ pub struct Lead {
     pub converted_contact: Option<Uuid>,
     /// When it was converted (output only).
     pub convert_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The manager the lead was escalated to, still NEW after the rule set's limit (output
+    /// only; see [`escalate_job`]).
+    pub escalated_to: Option<Uuid>,
+    /// When it was escalated (output only).
+    pub escalate_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One grading rule that gave a lead points.
@@ -231,6 +236,8 @@ impl Resource for Lead {
         )
         .filter(),
         FieldSpec::new("convert_time", "convert_time", Kind::Time).sort(),
+        FieldSpec::new("escalated_to", "escalated_to_id", Kind::Ref("users")).filter(),
+        FieldSpec::new("escalate_time", "escalate_time", Kind::Time).sort(),
     ];
 
     fn validate(&mut self) -> Result<()> {
@@ -300,6 +307,13 @@ impl Resource for Lead {
                 None => check_new_lead(tx, id, data).await?,
                 Some(o) => data.duplicates = o.duplicates.clone(),
             }
+            // Escalation is the timer's: kept unless it sets one.
+            if let Some(o) = old
+                && data.escalated_to.is_none()
+            {
+                data.escalated_to = o.escalated_to;
+                data.escalate_time = o.escalate_time;
+            }
             // Conversion is [`convert`]'s: it alone sets what the lead became, once.
             match old {
                 Some(o) if o.status == LeadStatus::Converted => {
@@ -338,6 +352,25 @@ impl Resource for Lead {
                     match route(tx, data, true).await? {
                         Some(d) => {
                             data.owner = d.owner;
+                            if d.escalate_after_seconds > 0 {
+                                let ctx = tx.ctx();
+                                let due = ctx.clock.now()
+                                    + chrono::Duration::seconds(d.escalate_after_seconds);
+                                crm_core::jobs::schedule(
+                                    tx.conn(),
+                                    ctx.clock.as_ref(),
+                                    ctx.tenant(),
+                                    ESCALATE_JOB,
+                                    &serde_json::json!({ "lead": id }),
+                                    due,
+                                    &crm_core::jobs::ScheduleOptions {
+                                        dedupe_key: Some(format!("lead/{id}")),
+                                        collection: Some(Lead::COLLECTION.to_owned()),
+                                        ..Default::default()
+                                    },
+                                )
+                                .await?;
+                            }
                             data.assignment = d;
                         }
                         None => {
@@ -490,7 +523,8 @@ pub const SCHEMA: &[SchemaChange] = &[SchemaChange::new(
              owner_id UUID NULL, territory_id UUID NULL, custom_fields TEXT NOT NULL, \
              assignment TEXT NOT NULL, duplicates TEXT NOT NULL, \
              converted_account_id UUID NULL, converted_contact_id UUID NULL, \
-             convert_time TIMESTAMPTZ NULL"
+             convert_time TIMESTAMPTZ NULL, escalated_to_id UUID NULL, \
+             escalate_time TIMESTAMPTZ NULL"
         ),
         "CREATE INDEX leads_name ON leads (tenant_id, display_name, id)",
         "CREATE INDEX leads_owner ON leads (tenant_id, owner_id, id)",
@@ -505,7 +539,8 @@ pub const SCHEMA: &[SchemaChange] = &[SchemaChange::new(
         crm_core::resource_table!(
             "assignment_rule_sets",
             "display_name TEXT NOT NULL, active BOOLEAN NOT NULL, mode TEXT NOT NULL, \
-             rules TEXT NOT NULL, fallback_id UUID NULL, version BIGINT NOT NULL"
+             rules TEXT NOT NULL, fallback_id UUID NULL, version BIGINT NOT NULL, \
+             escalate_after_seconds BIGINT NOT NULL"
         ),
         "CREATE INDEX assignment_rule_sets_active ON assignment_rule_sets (tenant_id, active)",
         crm_core::resource_table!(
@@ -652,4 +687,69 @@ pub async fn convert(
         account,
         contact,
     })
+}
+
+/// The job kind of lead escalation.
+pub const ESCALATE_JOB: &str = "crm.leads.escalate";
+
+/// Registers the crate's job handlers (called by the gateway at start).
+pub fn register_jobs(h: &mut crm_core::jobs::JobHandlers) -> Result<()> {
+    h.register(ESCALATE_JOB, escalate_job)?;
+    Ok(())
+}
+
+/// Escalates a routed lead that is still NEW when its timer fires: `escalated_to` becomes its
+/// owner's manager, with the time (audited and evented as a change of the system's). A lead
+/// worked on, converted, deleted, already escalated, or whose owner has no manager, is left
+/// alone. Idempotent.
+pub async fn escalate_job(job: crm_core::jobs::JobContext) -> Result<crm_core::jobs::JobOutcome> {
+    use crm_core::access::Policy;
+    use crm_core::auth::Principal;
+    use crm_core::jobs::JobOutcome;
+    #[derive(Deserialize)]
+    struct Payload {
+        lead: Uuid,
+    }
+    let p: Payload = job.payload_as()?;
+    let ctx = crm_core::service::Ctx::new(
+        job.db.clone(),
+        Principal {
+            tenant: job.tenant.clone(),
+            user: Uuid::nil(),
+            roles: vec![],
+        },
+        Policy::superuser(),
+        job.clock.clone(),
+    );
+    let lead = match ctx.get::<Lead>(p.lead).await {
+        Ok(l) => l,
+        Err(e) if e.kind == crm_core::ErrorKind::NotFound => return Ok(JobOutcome::done()),
+        Err(e) => return Err(e),
+    };
+    if lead.data.status != LeadStatus::New || lead.data.escalated_to.is_some() {
+        return Ok(JobOutcome::done());
+    }
+    let Some(owner) = lead.data.owner else {
+        return Ok(JobOutcome::done());
+    };
+    let manager = match ctx.get::<crm_core::model::User>(owner).await {
+        Ok(u) => u.data.manager,
+        Err(e) if e.kind == crm_core::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let Some(manager) = manager else {
+        return Ok(JobOutcome::done());
+    };
+    ctx.update(
+        p.lead,
+        Lead {
+            escalated_to: Some(manager),
+            escalate_time: Some(ctx.clock.now()),
+            ..Default::default()
+        },
+        &["escalated_to".to_owned(), "escalate_time".to_owned()],
+        &lead.meta.etag(),
+    )
+    .await?;
+    Ok(JobOutcome::done())
 }

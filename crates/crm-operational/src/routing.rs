@@ -47,6 +47,9 @@ pub struct AssignmentRuleSet {
     pub fallback: Option<Uuid>,
     /// Output only: 1 on create, one more on each update.
     pub version: i64,
+    /// A routed lead still NEW this many seconds after it was created is escalated to its
+    /// owner's manager (a durable timer, see [`crate::lead::escalate_job`]); 0 never.
+    pub escalate_after_seconds: i64,
 }
 
 impl AssignmentRuleSet {
@@ -74,6 +77,11 @@ impl Resource for AssignmentRuleSet {
         FieldSpec::new("rules", "rules", Kind::Json),
         FieldSpec::new("fallback", "fallback_id", Kind::Ref("users")).filter(),
         FieldSpec::new("version", "version", Kind::Int).sort(),
+        FieldSpec::new(
+            "escalate_after_seconds",
+            "escalate_after_seconds",
+            Kind::Int,
+        ),
     ];
 
     fn validate(&mut self) -> Result<()> {
@@ -85,6 +93,12 @@ impl Resource for AssignmentRuleSet {
             true,
         )) {
             self.display_name = s;
+        }
+        if !(0..=366 * 24 * 3600).contains(&self.escalate_after_seconds) {
+            v.add(
+                "escalate_after_seconds",
+                "must be within 0 (never) and a year of seconds",
+            );
         }
         if self.fallback.is_none() {
             v.add(
@@ -175,6 +189,9 @@ pub struct AssignmentDecision {
     pub tried: Vec<RuleAttempt>,
     /// Why this owner, in words.
     pub reason: String,
+    /// Seconds after which the lead, still NEW, is escalated (the rule set's setting; 0
+    /// never).
+    pub escalate_after_seconds: i64,
 }
 
 /// Compiled rule sets by (tenant, rule set), with the revision they were compiled from: a
@@ -283,6 +300,7 @@ pub async fn route(
         matched_rules: decision.explanation.matched_rules.clone(),
         tried: decision.explanation.tried.clone(),
         reason: decision.explanation.reason.clone(),
+        escalate_after_seconds: set.data.escalate_after_seconds,
     }))
 }
 

@@ -137,6 +137,8 @@ impl Wire<Lead> for pb::Lead {
             converted_account: None,
             converted_contact: None,
             convert_time: None,
+            escalated_to: None,
+            escalate_time: None,
         })
     }
 
@@ -202,6 +204,8 @@ impl Wire<Lead> for pb::Lead {
             converted_account: name("accounts", d.converted_account),
             converted_contact: name("contacts", d.converted_contact),
             convert_time: d.convert_time.map(ts),
+            escalated_to: name("users", d.escalated_to),
+            escalate_time: d.escalate_time.map(ts),
         }
     }
 
@@ -491,6 +495,7 @@ impl Wire<AssignmentRuleSet> for pb::AssignmentRuleSet {
                 .collect::<Result<Vec<_>>>()?,
             fallback: reference("fallback", "users", &self.fallback)?,
             version: self.version,
+            escalate_after_seconds: self.escalate_after_seconds,
         })
     }
 
@@ -507,6 +512,7 @@ impl Wire<AssignmentRuleSet> for pb::AssignmentRuleSet {
             rules: d.rules.into_iter().map(rule_out).collect(),
             fallback: name("users", d.fallback),
             version: d.version,
+            escalate_after_seconds: d.escalate_after_seconds,
             create_time: Some(ts(r.meta.create_time)),
             update_time: Some(ts(r.meta.update_time)),
             etag: r.meta.etag(),
