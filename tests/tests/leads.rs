@@ -1284,7 +1284,137 @@ async fn untouched_routed_leads_are_escalated_to_the_managers(backend: Backend) 
     assert_eq!(violated_fields(&e), ["rule_set.escalate_after_seconds"]);
 }
 
+async fn activities_follow_leads_up_with_reminders(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    s.tenant("globex").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let g = s.token("globex", Uuid::now_v7(), &["admin"]);
+    let l = create(&s, &t, lead("web_form", "DE", 5)).await.unwrap();
+    assert_eq!(l.status, LeadStatus::New as i32);
+    let due = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+    let a = s
+        .activities()
+        .create_activity(req(
+            &t,
+            CreateActivityRequest {
+                activity: Some(Activity {
+                    kind: ActivityKind::Call as i32,
+                    subject: "First call".into(),
+                    lead: l.name.clone(),
+                    due_time: Some(due.into()),
+                    remind_before_seconds: 1,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, ActivityStatus::Open as i32);
+    assert!(a.reminded_time.is_none());
+    // Following a NEW lead up puts it to WORKING.
+    let now = s
+        .leads()
+        .get_lead(req(
+            &t,
+            GetLeadRequest {
+                name: l.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.status, LeadStatus::Working as i32);
+    // The reminder fires about a second before the due time.
+    let mut reminded = None;
+    for _ in 0..60 {
+        let x = s
+            .activities()
+            .get_activity(req(
+                &t,
+                GetActivityRequest {
+                    name: a.name.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if x.reminded_time.is_some() {
+            reminded = Some(x);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let x = reminded.expect("the reminder fired");
+    // Done, with its outcome and time.
+    let done = s
+        .activities()
+        .update_activity(req(
+            &t,
+            UpdateActivityRequest {
+                activity: Some(Activity {
+                    name: x.name.clone(),
+                    status: ActivityStatus::Done as i32,
+                    outcome: "Reached; wants a quote".into(),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["status", "outcome"]),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.done_time.is_some());
+    assert_eq!(done.reminded_time, x.reminded_time, "kept");
+    // Lists by lead; another tenant's ids are not found; a reminder needs a due time.
+    let listed = s
+        .activities()
+        .list_activities(req(
+            &t,
+            ListActivitiesRequest {
+                filter: format!("lead = \"{}\"", l.name),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .activities;
+    assert_eq!(listed.len(), 1);
+    expect_code(
+        s.activities()
+            .get_activity(req(
+                &g,
+                GetActivityRequest {
+                    name: a.name.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    let e = expect_code(
+        s.activities()
+            .create_activity(req(
+                &t,
+                CreateActivityRequest {
+                    activity: Some(Activity {
+                        subject: "x".into(),
+                        remind_before_seconds: 60,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), ["activity.due_time"]);
+}
+
 both!(
+    activities_follow_leads_up_with_reminders,
     untouched_routed_leads_are_escalated_to_the_managers,
     leads_convert_in_one_transaction,
     new_leads_are_matched_against_leads_contacts_and_accounts,

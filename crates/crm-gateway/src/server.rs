@@ -24,6 +24,7 @@ pub const SERVICES: &[&str] = &[
     "crm.v1.AccessService",
     "crm.v1.AuditService",
     "crm.v1.LeadService",
+    "crm.v1.ActivityService",
     "crm.v1.AnalyticsService",
     "google.longrunning.Operations",
 ];
@@ -42,7 +43,7 @@ pub fn register_domains(registry: &mut crm_core::registry::RegistryBuilder) {
 /// clocks, imports, ...): the kinds this replica's runner claims.
 pub fn register_jobs(handlers: &mut crm_core::jobs::JobHandlers) -> crm_core::Result<()> {
     crm_analytical::register_jobs(handlers)?;
-    crm_operational::lead::register_jobs(handlers)?;
+    crm_operational::register_jobs(handlers)?;
     Ok(())
 }
 
@@ -252,6 +253,12 @@ pub async fn serve(
         )
         .add_service(
             v1::analytics_service_server::AnalyticsServiceServer::new(api::analytics::Analytics(
+                gw.clone(),
+            ))
+            .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::activity_service_server::ActivityServiceServer::new(api::activities::Activities(
                 gw.clone(),
             ))
             .max_decoding_message_size(limit),

@@ -11,12 +11,14 @@
 //! and the resources the gateway serves, on crm-core's engine:
 //!
 //! - [`lead`]: leads and the tenant's grading policies, graded in the write transaction.
+//! - [`activity`]: follow-up tasks, calls, meetings and e-mails with reminders.
 //! - [`dedupe`]: blocking keys kept for leads, contacts and accounts; new leads matched.
 //! - [`routing`]: assignment rule sets, and leads routed to an owner in the same transaction.
 //!
 //! Configuration types are serde structs, to be stored as JSON rows by a store layer.
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod assignment;
 pub mod dedupe;
 pub mod error;
@@ -31,9 +33,17 @@ pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
     r.resource::<lead::Lead>()
         .resource::<lead::LeadGradingPolicy>()
         .resource::<routing::AssignmentRuleSet>()
-        .resource::<dedupe::LeadDuplicatePolicy>();
+        .resource::<dedupe::LeadDuplicatePolicy>()
+        .resource::<activity::Activity>();
     dedupe::register(r);
     for change in lead::SCHEMA {
         r.schema(*change);
     }
+    r.schema(activity::SCHEMA);
+}
+
+/// Registers the crate's job handlers: lead escalation and activity reminders.
+pub fn register_jobs(h: &mut crm_core::jobs::JobHandlers) -> crm_core::Result<()> {
+    lead::register_jobs(h)?;
+    activity::register_jobs(h)
 }

@@ -213,6 +213,11 @@ impl TestServer {
         v1::custom_field_service_client::CustomFieldServiceClient::new(self.channel.clone())
     }
 
+    /// A client of `crm.v1.ActivityService`.
+    pub fn activities(&self) -> v1::activity_service_client::ActivityServiceClient<Channel> {
+        v1::activity_service_client::ActivityServiceClient::new(self.channel.clone())
+    }
+
     /// A client of `crm.v1.LeadService`.
     pub fn leads(&self) -> v1::lead_service_client::LeadServiceClient<Channel> {
         v1::lead_service_client::LeadServiceClient::new(self.channel.clone())

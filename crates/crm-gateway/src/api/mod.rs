@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod activities;
 pub mod analytics;
 pub mod audit;
 pub mod contacts;
