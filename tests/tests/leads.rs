@@ -1413,7 +1413,238 @@ async fn activities_follow_leads_up_with_reminders(backend: Backend) {
     assert_eq!(violated_fields(&e), ["activity.due_time"]);
 }
 
+/// The trade-show story end to end: business cards captured as leads, matched against the
+/// existing customers, graded, routed by industry and region, followed up, reminded,
+/// escalated when left alone, and converted.
+async fn trade_show_cards_from_capture_to_conversion(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let manager = user(&s, &t, "manager", 0, true).await;
+    let mut reps = Vec::new();
+    for n in ["rep-de-1", "rep-de-2", "rep-machines"] {
+        let r = s
+            .directory()
+            .create_user(req(
+                &t,
+                CreateUserRequest {
+                    user: Some(User {
+                        display_name: n.into(),
+                        email: format!("{n}@acme.example"),
+                        manager: manager.clone(),
+                        active: true,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .name;
+        reps.push(r);
+    }
+    // An existing customer met again at the show.
+    let known = s
+        .contacts()
+        .create_contact(req(
+            &t,
+            CreateContactRequest {
+                contact: Some(Contact {
+                    given_name: "Jürgen".into(),
+                    family_name: "Weber".into(),
+                    emails: vec![Email {
+                        address: "j.weber@weber-maschinen.example".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    s.leads()
+        .create_lead_grading_policy(req(
+            &t,
+            CreateLeadGradingPolicyRequest {
+                policy: Some(policy("Show", true)),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    s.leads()
+        .create_assignment_rule_set(req(
+            &t,
+            CreateAssignmentRuleSetRequest {
+                rule_set: Some(AssignmentRuleSet {
+                    display_name: "Show routing".into(),
+                    active: true,
+                    mode: RuleSetMode::Ordered as i32,
+                    rules: vec![
+                        AssignmentRule {
+                            id: "machines".into(),
+                            industries: vec!["Machinery".into()],
+                            targets: vec![target(&reps[2])],
+                            ..Default::default()
+                        },
+                        AssignmentRule {
+                            id: "de".into(),
+                            regions: vec!["DE".into()],
+                            targets: vec![target(&reps[0]), target(&reps[1])],
+                            ..Default::default()
+                        },
+                    ],
+                    fallback: manager.clone(),
+                    escalate_after_seconds: 1,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    // The cards.
+    let card = |given: &str, family: &str, email: &str, industry: &str, region: &str| Lead {
+        given_name: given.into(),
+        family_name: family.into(),
+        emails: vec![Email {
+            address: email.into(),
+            ..Default::default()
+        }],
+        industry: industry.into(),
+        region: region.into(),
+        source: "trade_show".into(),
+        employee_count: 600,
+        ..Default::default()
+    };
+    let weber = create(
+        &s,
+        &t,
+        card(
+            "JÜRGEN",
+            "Weber",
+            "J.Weber@weber-maschinen.example",
+            "Machinery",
+            "DE",
+        ),
+    )
+    .await
+    .unwrap();
+    let a = create(
+        &s,
+        &t,
+        card("Lena", "Koch", "lena@koch.example", "Retail", "DE"),
+    )
+    .await
+    .unwrap();
+    let b = create(
+        &s,
+        &t,
+        card("Tim", "Berg", "tim@berg.example", "Retail", "DE"),
+    )
+    .await
+    .unwrap();
+    let c = create(
+        &s,
+        &t,
+        card("Ana", "Lima", "ana@lima.example", "Retail", "PT"),
+    )
+    .await
+    .unwrap();
+
+    // Matched against the existing customer; graded; routed by industry, then region.
+    let d = weber.duplicates.clone().unwrap();
+    assert_eq!(d.status, "MATCH");
+    assert_eq!(d.candidates[0].record, known.name);
+    assert_eq!(
+        weber.grade,
+        LeadGrade::Hot as i32,
+        "show 40 + DE 20 + big 15"
+    );
+    assert_eq!(weber.owner, reps[2]);
+    assert_eq!(
+        (a.owner.as_str(), b.owner.as_str()),
+        (reps[0].as_str(), reps[1].as_str())
+    );
+    assert_eq!(c.owner, manager, "no rule for PT: the fallback");
+    assert_eq!(c.grade, LeadGrade::Warm as i32);
+
+    // The machines rep calls Weber at once (the lead goes to WORKING); Lena is left alone.
+    let rep_token = s.token(
+        "acme",
+        Uuid::parse_str(reps[2].trim_start_matches("users/")).unwrap(),
+        &["admin"],
+    );
+    s.activities()
+        .create_activity(req(
+            &rep_token,
+            CreateActivityRequest {
+                activity: Some(Activity {
+                    kind: ActivityKind::Call as i32,
+                    subject: "Follow-up from the show".into(),
+                    lead: weber.name.clone(),
+                    due_time: Some(
+                        (std::time::SystemTime::now() + std::time::Duration::from_secs(1)).into(),
+                    ),
+                    remind_before_seconds: 1,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    // Escalation of the untouched ones, none of the worked one.
+    let get = |name: String| {
+        let mut c = s.leads();
+        let t = t.clone();
+        async move {
+            c.get_lead(req(&t, GetLeadRequest { name }))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut escalated = false;
+    for _ in 0..60 {
+        if !get(a.name.clone()).await.escalated_to.is_empty() {
+            escalated = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(escalated, "Lena's lead was escalated");
+    assert_eq!(get(a.name.clone()).await.escalated_to, manager);
+    let w = get(weber.name.clone()).await;
+    assert_eq!(w.status, LeadStatus::Working as i32);
+    assert!(w.escalated_to.is_empty());
+
+    // Weber converts into the customer already known: no second contact.
+    let contacts = s.count("contacts", "acme").await;
+    let conv = s
+        .leads()
+        .convert_lead(req(
+            &t,
+            ConvertLeadRequest {
+                name: weber.name.clone(),
+                contact: known.name.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(conv.contact.unwrap().name, known.name);
+    assert_eq!(conv.lead.unwrap().status, LeadStatus::Converted as i32);
+    assert_eq!(s.count("contacts", "acme").await, contacts);
+}
+
 both!(
+    trade_show_cards_from_capture_to_conversion,
     activities_follow_leads_up_with_reminders,
     untouched_routed_leads_are_escalated_to_the_managers,
     leads_convert_in_one_transaction,
