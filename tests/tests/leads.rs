@@ -1195,7 +1195,7 @@ async fn untouched_routed_leads_are_escalated_to_the_managers(backend: Backend) 
             ..Default::default()
         }],
         fallback: boss.clone(),
-        escalate_after_seconds: 1,
+        escalate_after_seconds: 4,
         ..Default::default()
     };
     let created = s
@@ -1210,7 +1210,7 @@ async fn untouched_routed_leads_are_escalated_to_the_managers(backend: Backend) 
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(created.escalate_after_seconds, 1);
+    assert_eq!(created.escalate_after_seconds, 4);
     let idle = create(&s, &t, lead("web_form", "DE", 5)).await.unwrap();
     let worked = create(&s, &t, lead("web_form", "FR", 5)).await.unwrap();
     assert_eq!(idle.owner, rep);
@@ -1228,9 +1228,10 @@ async fn untouched_routed_leads_are_escalated_to_the_managers(backend: Backend) 
         ))
         .await
         .unwrap();
-    // The timer fires about a second later (runner poll: 1 s).
+    // The timer fires about four seconds later (runner poll: 1 s); the worked lead was
+    // moved on well before.
     let mut escalated = None;
-    for _ in 0..60 {
+    for _ in 0..120 {
         let l = s
             .leads()
             .get_lead(req(
@@ -1329,7 +1330,7 @@ async fn activities_follow_leads_up_with_reminders(backend: Backend) {
     assert_eq!(now.status, LeadStatus::Working as i32);
     // The reminder fires about a second before the due time.
     let mut reminded = None;
-    for _ in 0..60 {
+    for _ in 0..120 {
         let x = s
             .activities()
             .get_activity(req(
@@ -1498,7 +1499,7 @@ async fn trade_show_cards_from_capture_to_conversion(backend: Backend) {
                         },
                     ],
                     fallback: manager.clone(),
-                    escalate_after_seconds: 1,
+                    escalate_after_seconds: 4,
                     ..Default::default()
                 }),
                 request_id: String::new(),
@@ -1610,7 +1611,7 @@ async fn trade_show_cards_from_capture_to_conversion(backend: Backend) {
         }
     };
     let mut escalated = false;
-    for _ in 0..60 {
+    for _ in 0..120 {
         if !get(a.name.clone()).await.escalated_to.is_empty() {
             escalated = true;
             break;
