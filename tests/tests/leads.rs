@@ -1077,13 +1077,73 @@ async fn leads_convert_in_one_transaction(backend: Backend) {
             ConvertLeadRequest {
                 name: l.name.clone(),
                 etag: l.etag.clone(),
+                open_opportunity: true,
                 ..Default::default()
             },
         ))
         .await
         .unwrap()
         .into_inner();
+    let opp = c.opportunity.clone().unwrap();
     let (lead_after, account, contact) = (c.lead.unwrap(), c.account.unwrap(), c.contact.unwrap());
+    assert_eq!(opp.display_name, "Muster GmbH (from lead)");
+    assert_eq!(opp.account, account.name);
+    assert_eq!(opp.contact, contact.name);
+    assert_eq!(opp.lead, l.name);
+    assert_eq!(opp.stage, OpportunityStage::Prospecting as i32);
+    // The opportunity is a resource of its own: amounts exact, currencies checked.
+    let priced = s
+        .opportunities()
+        .update_opportunity(req(
+            &t,
+            UpdateOpportunityRequest {
+                opportunity: Some(Opportunity {
+                    name: opp.name.clone(),
+                    amount: Some(crm_api::google::r#type::Money {
+                        currency_code: "EUR".into(),
+                        units: 12_500,
+                        nanos: 990_000_000,
+                    }),
+                    stage: OpportunityStage::Proposal as i32,
+                    ..Default::default()
+                }),
+                update_mask: mask(&["amount", "stage"]),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let m = priced.amount.unwrap();
+    assert_eq!(
+        (m.currency_code.as_str(), m.units, m.nanos),
+        ("EUR", 12_500, 990_000_000)
+    );
+    let e = expect_code(
+        s.opportunities()
+            .create_opportunity(req(
+                &t,
+                CreateOpportunityRequest {
+                    opportunity: Some(Opportunity {
+                        display_name: "x".into(),
+                        amount: Some(crm_api::google::r#type::Money {
+                            currency_code: "XYZ".into(),
+                            units: 1,
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        violated_fields(&e)
+            .iter()
+            .any(|f| f.starts_with("opportunity.")),
+        "{e:?}"
+    );
     assert_eq!(lead_after.status, LeadStatus::Converted as i32);
     assert_eq!(lead_after.converted_account, account.name);
     assert_eq!(lead_after.converted_contact, contact.name);

@@ -257,6 +257,7 @@ pub fn roles() -> Vec<model::Role> {
                 rights("orders", &rw, Scope::Own),
                 rights("leads", &rw, Scope::Own),
                 rights("activities", &[Read, Create, Update, Delete], Scope::Own),
+                rights("opportunities", &rw, Scope::Own),
                 rights("products", &[Read], Scope::All),
                 rights("productGroups", &[Read], Scope::All),
                 rights("users", &[Read], Scope::All),

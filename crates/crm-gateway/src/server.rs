@@ -25,6 +25,7 @@ pub const SERVICES: &[&str] = &[
     "crm.v1.AuditService",
     "crm.v1.LeadService",
     "crm.v1.ActivityService",
+    "crm.v1.OpportunityService",
     "crm.v1.AnalyticsService",
     "google.longrunning.Operations",
 ];
@@ -261,6 +262,12 @@ pub async fn serve(
             v1::activity_service_server::ActivityServiceServer::new(api::activities::Activities(
                 gw.clone(),
             ))
+            .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::opportunity_service_server::OpportunityServiceServer::new(
+                api::opportunities::Opportunities(gw.clone()),
+            )
             .max_decoding_message_size(limit),
         )
         .add_service(

@@ -562,12 +562,15 @@ pub struct Conversion {
     pub account: Option<crm_core::resource::Record<crm_core::model::Account>>,
     /// The contact (created from the person, or the one named).
     pub contact: crm_core::resource::Record<crm_core::model::Contact>,
+    /// The opportunity opened, unless none was asked for.
+    pub opportunity: Option<crm_core::resource::Record<crate::opportunity::Opportunity>>,
 }
 
 /// Converts a qualified lead (O5) in one transaction: the account (the one named, else one
 /// created from the lead's company when it has one), the contact (the one named, else one
 /// created from the lead's person, phones, e-mails and address), the contact's position at the
-/// account, and the lead marked CONVERTED with what it became; each write checked against the
+/// account, an opportunity when `opportunity` is given (its name; empty for "<account> (from
+/// lead)"), and the lead marked CONVERTED with what it became; each write checked against the
 /// caller's rights, audited and evented, or none of it. `etag` guards the lead against a
 /// concurrent change.
 pub async fn convert(
@@ -576,6 +579,7 @@ pub async fn convert(
     etag: &str,
     account: Option<Uuid>,
     contact: Option<Uuid>,
+    opportunity: Option<String>,
 ) -> Result<Conversion> {
     use crm_core::model::{Account, Contact, Position};
     let tx = ctx.begin().await?;
@@ -657,6 +661,33 @@ pub async fn convert(
         })
         .await?;
     }
+    let opportunity = match opportunity {
+        None => None,
+        Some(name) => {
+            let name = if name.trim().is_empty() {
+                let of = account
+                    .as_ref()
+                    .map(|a| a.data.display_name.clone())
+                    .unwrap_or_else(|| l.display_name.clone());
+                format!("{of} (from lead)")
+            } else {
+                name
+            };
+            Some(
+                tx.create(crate::opportunity::Opportunity {
+                    display_name: name,
+                    account: account.as_ref().map(|a| a.meta.id),
+                    contact: Some(contact.meta.id),
+                    lead: Some(id),
+                    owner: l.owner,
+                    territory: l.territory,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.in_field("opportunity"))?,
+            )
+        }
+    };
     let etag = if etag.is_empty() {
         lead.meta.etag()
     } else {
@@ -686,6 +717,7 @@ pub async fn convert(
         lead,
         account,
         contact,
+        opportunity,
     })
 }
 

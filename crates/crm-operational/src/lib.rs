@@ -12,6 +12,7 @@
 //!
 //! - [`lead`]: leads and the tenant's grading policies, graded in the write transaction.
 //! - [`activity`]: follow-up tasks, calls, meetings and e-mails with reminders.
+//! - [`opportunity`]: deals, opened on conversion (minimal until the pipeline).
 //! - [`dedupe`]: blocking keys kept for leads, contacts and accounts; new leads matched.
 //! - [`routing`]: assignment rule sets, and leads routed to an owner in the same transaction.
 //!
@@ -26,6 +27,7 @@ pub mod grading;
 pub mod lead;
 pub mod matching;
 pub mod normalize;
+pub mod opportunity;
 pub mod routing;
 
 /// Registers the crate's collections and schema changes (called by the gateway at start).
@@ -34,12 +36,14 @@ pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
         .resource::<lead::LeadGradingPolicy>()
         .resource::<routing::AssignmentRuleSet>()
         .resource::<dedupe::LeadDuplicatePolicy>()
-        .resource::<activity::Activity>();
+        .resource::<activity::Activity>()
+        .resource::<opportunity::Opportunity>();
     dedupe::register(r);
     for change in lead::SCHEMA {
         r.schema(*change);
     }
     r.schema(activity::SCHEMA);
+    r.schema(opportunity::SCHEMA);
 }
 
 /// Registers the crate's job handlers: lead escalation and activity reminders.

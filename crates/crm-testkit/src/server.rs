@@ -218,6 +218,13 @@ impl TestServer {
         v1::activity_service_client::ActivityServiceClient::new(self.channel.clone())
     }
 
+    /// A client of `crm.v1.OpportunityService`.
+    pub fn opportunities(
+        &self,
+    ) -> v1::opportunity_service_client::OpportunityServiceClient<Channel> {
+        v1::opportunity_service_client::OpportunityServiceClient::new(self.channel.clone())
+    }
+
     /// A client of `crm.v1.LeadService`.
     pub fn leads(&self) -> v1::lead_service_client::LeadServiceClient<Channel> {
         v1::lead_service_client::LeadServiceClient::new(self.channel.clone())

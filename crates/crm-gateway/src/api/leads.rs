@@ -708,13 +708,15 @@ crate::service_impl!(LeadService, Leads, [
         let id = <pb::Lead as Wire<Lead>>::parse_id("name", &q.name).or_status()?;
         let account = reference("account", "accounts", &q.account).or_status()?;
         let contact = reference("contact", "contacts", &q.contact).or_status()?;
-        let c = crm_operational::lead::convert(&ctx, id, &q.etag, account, contact)
+        let opportunity = q.open_opportunity.then_some(q.opportunity_name);
+        let c = crm_operational::lead::convert(&ctx, id, &q.etag, account, contact, opportunity)
             .await
             .or_status()?;
         Ok(tonic::Response::new(pb::ConvertLeadResponse {
             lead: Some(pb::Lead::from_record(c.lead)),
             account: c.account.map(pb::Account::from_record),
             contact: Some(pb::Contact::from_record(c.contact)),
+            opportunity: c.opportunity.map(pb::Opportunity::from_record),
         }))
     }
 

@@ -11,6 +11,7 @@ pub mod directory;
 pub mod leads;
 mod macros;
 pub mod operations;
+pub mod opportunities;
 pub mod orders;
 pub mod products;
 
