@@ -40,7 +40,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy)]
 pub struct SchemaChange {
     /// A unique name that sorts by date, like the shared model's migrations:
-    /// `m<YYYYMMDD>_<NNNNNN>_<what>`, e.g. `m20261125_100001_leads`.
+    /// `m<YYYYMMDD>_<NNNNNN>_<what>`, e.g. `m20261125_100001_things`.
     pub name: &'static str,
     /// Portable statements, run in order.
     pub statements: &'static [&'static str],
@@ -68,8 +68,8 @@ impl SchemaChange {
 /// `(tenant_id, id)`. A `&'static str`, usable in a `SchemaChange`'s statements.
 ///
 /// ```
-/// const DDL: &str = crm_core::resource_table!("leads", "display_name TEXT NOT NULL, owner_id UUID NULL");
-/// assert!(DDL.starts_with("CREATE TABLE leads (tenant_id TEXT NOT NULL, id UUID NOT NULL,"));
+/// const DDL: &str = crm_core::resource_table!("things", "display_name TEXT NOT NULL, owner_id UUID NULL");
+/// assert!(DDL.starts_with("CREATE TABLE things (tenant_id TEXT NOT NULL, id UUID NOT NULL,"));
 /// assert!(DDL.ends_with("owner_id UUID NULL, PRIMARY KEY (tenant_id, id))"));
 /// ```
 #[macro_export]
@@ -349,13 +349,13 @@ mod tests {
     fn schema_changes_are_named_and_unique() {
         let mut b = RegistryBuilder::default();
         crate::model::register(&mut b);
-        b.schema(SchemaChange::new("m20261125_100001_leads", &[]));
+        b.schema(SchemaChange::new("m20261125_100001_things", &[]));
         assert!(b.build().is_ok());
         for bad in [
-            "leads",
+            "things",
             "m2026112_100001_x",
             "m20261125_10001_x",
-            "m20261125_100001_Leads",
+            "m20261125_100001_Things",
             "m20261125_100001_",
         ] {
             let mut b = RegistryBuilder::default();
@@ -364,8 +364,8 @@ mod tests {
             assert!(e.contains("not named"), "{bad}: {e}");
         }
         let mut b = RegistryBuilder::default();
-        b.schema(SchemaChange::new("m20261125_100001_leads", &[]));
-        b.schema(SchemaChange::new("m20261125_100001_leads", &[]));
+        b.schema(SchemaChange::new("m20261125_100001_things", &[]));
+        b.schema(SchemaChange::new("m20261125_100001_things", &[]));
         let e = b.build().err().unwrap_or_default();
         assert!(e.contains("twice"), "{e}");
     }

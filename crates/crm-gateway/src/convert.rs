@@ -175,6 +175,41 @@ pub fn custom_out(
         .collect()
 }
 
+/// An enum value this API version does not define: refused, never coerced.
+pub fn unknown_enum(field: &str, v: i32) -> Error {
+    Error::invalid(field, format!("{v} is not a defined value"))
+}
+
+pub fn phone_in(p: crm_api::v1::Phone) -> crm_core::model::Phone {
+    crm_core::model::Phone {
+        number: p.number,
+        label: p.label,
+        extension: p.extension,
+    }
+}
+
+pub fn phone_out(p: crm_core::model::Phone) -> crm_api::v1::Phone {
+    crm_api::v1::Phone {
+        number: p.number,
+        label: p.label,
+        extension: p.extension,
+    }
+}
+
+pub fn email_in(e: crm_api::v1::Email) -> crm_core::model::Email {
+    crm_core::model::Email {
+        address: e.address,
+        label: e.label,
+    }
+}
+
+pub fn email_out(e: crm_core::model::Email) -> crm_api::v1::Email {
+    crm_api::v1::Email {
+        address: e.address,
+        label: e.label,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

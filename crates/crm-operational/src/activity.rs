@@ -205,24 +205,13 @@ pub fn register_jobs(h: &mut JobHandlers) -> Result<()> {
 /// (audited, evented as `activities.updated`, which notifications follow). One done,
 /// cancelled, deleted or moved to another time is left alone. Idempotent.
 pub async fn remind_job(job: JobContext) -> Result<JobOutcome> {
-    use crm_core::access::Policy;
-    use crm_core::auth::Principal;
     #[derive(Deserialize)]
     struct Payload {
         activity: Uuid,
         due: chrono::DateTime<chrono::Utc>,
     }
     let p: Payload = job.payload_as()?;
-    let ctx = crm_core::service::Ctx::new(
-        job.db.clone(),
-        Principal {
-            tenant: job.tenant.clone(),
-            user: Uuid::nil(),
-            roles: vec![],
-        },
-        Policy::superuser(),
-        job.clock.clone(),
-    );
+    let ctx = job.system_ctx(None);
     let a = match ctx.get::<Activity>(p.activity).await {
         Ok(a) => a,
         Err(e) if e.kind == crm_core::ErrorKind::NotFound => return Ok(JobOutcome::done()),

@@ -239,16 +239,18 @@ pub async fn candidates(
     })
 }
 
+/// The tenant's active duplicate policy, or the defaults.
+async fn active_policy(tx: &Tx<'_>) -> Result<DuplicatePolicy> {
+    Ok(crate::active::active::<LeadDuplicatePolicy>(tx)
+        .await?
+        .map(|p| p.data.policy())
+        .unwrap_or_default())
+}
+
 /// Checks a new lead: its duplicates are kept on it, and a match whose policy action is
 /// BLOCK refuses it (ALREADY_EXISTS naming the records it matches).
 pub async fn check_new_lead(tx: &Tx<'_>, id: Uuid, lead: &mut Lead) -> Result<()> {
-    let policy = tx
-        .find::<LeadDuplicatePolicy>(Condition::all().add(Expr::col("active").eq(true)), 1)
-        .await?
-        .into_iter()
-        .next()
-        .map(|p| p.data.policy())
-        .unwrap_or_default();
+    let policy = active_policy(tx).await?;
     let check = candidates(tx, lead, Some(id), &policy).await?;
     let decision = match check.status.as_str() {
         "MATCH" => Decision::Match,
@@ -388,22 +390,11 @@ impl Resource for LeadDuplicatePolicy {
             if !data.active {
                 return Ok(());
             }
-            let others = tx
-                .find::<LeadDuplicatePolicy>(
-                    Condition::all()
-                        .add(Expr::col("active").eq(true))
-                        .add(Expr::col("id").ne(id)),
-                    100,
-                )
-                .await?;
-            for o in others {
-                let patch = LeadDuplicatePolicy {
-                    active: false,
-                    ..Default::default()
-                };
-                tx.update(o.meta.id, patch, &["active".to_owned()], &o.meta.etag())
-                    .await?;
-            }
+            let off = LeadDuplicatePolicy {
+                active: false,
+                ..Default::default()
+            };
+            crate::active::deactivate_others(tx, id, off).await?;
             Ok(())
         })
     }
@@ -414,13 +405,7 @@ impl Resource for LeadDuplicatePolicy {
 pub async fn find_for(ctx: &crm_core::service::Ctx, id: Uuid) -> Result<DuplicateCheck> {
     let lead = ctx.get::<Lead>(id).await?;
     let tx = ctx.begin().await?;
-    let policy = tx
-        .find::<LeadDuplicatePolicy>(Condition::all().add(Expr::col("active").eq(true)), 1)
-        .await?
-        .into_iter()
-        .next()
-        .map(|p| p.data.policy())
-        .unwrap_or_default();
+    let policy = active_policy(&tx).await?;
     // The stored lead, not the caller's masked view of it.
     let stored = tx
         .find::<Lead>(Condition::all().add(Expr::col("id").eq(lead.meta.id)), 1)

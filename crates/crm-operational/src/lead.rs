@@ -15,7 +15,6 @@ use crm_core::registry::SchemaChange;
 use crm_core::resource::{FieldSpec, HookFuture, Kind, Resource};
 use crm_core::service::Tx;
 use crm_core::validate::{self, MAX_SHORT_CHARS, Violations};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -408,10 +407,9 @@ fn manual(tx: &Tx<'_>, owner: Option<Uuid>) -> AssignmentDecision {
 
 /// The tenant's active grading policy, if any (read as the system inside the write).
 pub async fn active_grading_policy(tx: &Tx<'_>) -> Result<Option<GradingPolicy>> {
-    let found = tx
-        .find::<LeadGradingPolicy>(Condition::all().add(Expr::col("active").eq(true)), 1)
-        .await?;
-    Ok(found.into_iter().next().map(|r| r.data.policy()))
+    Ok(crate::active::active::<LeadGradingPolicy>(tx)
+        .await?
+        .map(|r| r.data.policy()))
 }
 
 /// A tenant's grading rules for leads (O3). Several may be kept; at most one is active, and
@@ -476,32 +474,22 @@ impl Resource for LeadGradingPolicy {
                 return Ok(());
             }
             // One active policy: the others are switched off in this transaction.
-            let others = tx
-                .find::<LeadGradingPolicy>(
-                    Condition::all()
-                        .add(Expr::col("active").eq(true))
-                        .add(Expr::col("id").ne(id)),
-                    100,
-                )
-                .await?;
-            for o in others {
-                let patch = LeadGradingPolicy {
-                    active: false,
-                    ..Default::default()
-                };
-                tx.update(o.meta.id, patch, &["active".to_owned()], &o.meta.etag())
-                    .await
-                    .map_err(|e| {
-                        if e.kind == crm_core::error::ErrorKind::PermissionDenied {
-                            Error::permission_denied(
-                                "ACTION_NOT_ALLOWED",
-                                "activating a policy switches the active one off, which needs update rights on it",
-                            )
-                        } else {
-                            e
-                        }
-                    })?;
-            }
+            let off = LeadGradingPolicy {
+                active: false,
+                ..Default::default()
+            };
+            crate::active::deactivate_others(tx, id, off)
+                .await
+                .map_err(|e| {
+                    if e.kind == crm_core::error::ErrorKind::PermissionDenied {
+                        Error::permission_denied(
+                            "ACTION_NOT_ALLOWED",
+                            "activating a policy switches the active one off, which needs update rights on it",
+                        )
+                    } else {
+                        e
+                    }
+                })?;
             Ok(())
         })
     }
@@ -735,24 +723,13 @@ pub fn register_jobs(h: &mut crm_core::jobs::JobHandlers) -> Result<()> {
 /// worked on, converted, deleted, already escalated, or whose owner has no manager, is left
 /// alone. Idempotent.
 pub async fn escalate_job(job: crm_core::jobs::JobContext) -> Result<crm_core::jobs::JobOutcome> {
-    use crm_core::access::Policy;
-    use crm_core::auth::Principal;
     use crm_core::jobs::JobOutcome;
     #[derive(Deserialize)]
     struct Payload {
         lead: Uuid,
     }
     let p: Payload = job.payload_as()?;
-    let ctx = crm_core::service::Ctx::new(
-        job.db.clone(),
-        Principal {
-            tenant: job.tenant.clone(),
-            user: Uuid::nil(),
-            roles: vec![],
-        },
-        Policy::superuser(),
-        job.clock.clone(),
-    );
+    let ctx = job.system_ctx(None);
     let lead = match ctx.get::<Lead>(p.lead).await {
         Ok(l) => l,
         Err(e) if e.kind == crm_core::ErrorKind::NotFound => return Ok(JobOutcome::done()),

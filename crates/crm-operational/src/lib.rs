@@ -19,6 +19,7 @@
 //! Configuration types are serde structs, to be stored as JSON rows by a store layer.
 #![warn(missing_docs)]
 
+pub mod active;
 pub mod activity;
 pub mod assignment;
 pub mod dedupe;

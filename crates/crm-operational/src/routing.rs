@@ -148,22 +148,11 @@ impl Resource for AssignmentRuleSet {
             if !data.active {
                 return Ok(());
             }
-            let others = tx
-                .find::<AssignmentRuleSet>(
-                    Condition::all()
-                        .add(Expr::col("active").eq(true))
-                        .add(Expr::col("id").ne(id)),
-                    100,
-                )
-                .await?;
-            for o in others {
-                let patch = AssignmentRuleSet {
-                    active: false,
-                    ..Default::default()
-                };
-                tx.update(o.meta.id, patch, &["active".to_owned()], &o.meta.etag())
-                    .await?;
-            }
+            let off = AssignmentRuleSet {
+                active: false,
+                ..Default::default()
+            };
+            crate::active::deactivate_others(tx, id, off).await?;
             Ok(())
         })
     }
@@ -235,12 +224,7 @@ pub async fn route(
     lead: &Lead,
     commit_counters: bool,
 ) -> Result<Option<AssignmentDecision>> {
-    let Some(set) = tx
-        .find::<AssignmentRuleSet>(Condition::all().add(Expr::col("active").eq(true)), 1)
-        .await?
-        .into_iter()
-        .next()
-    else {
+    let Some(set) = crate::active::active::<AssignmentRuleSet>(tx).await? else {
         return Ok(None);
     };
     let set_id = set.meta.id;
@@ -310,21 +294,19 @@ pub async fn route(
 async fn profile(tx: &Tx<'_>, lead: &Lead) -> Result<LeadProfile> {
     let mut territories = Vec::new();
     let region = lead.region.trim().to_lowercase();
-    let mut cond = Condition::any();
-    if !region.is_empty() {
-        cond = cond.add(Expr::col("regions").like(format!("%|{}|%", escape_like(&region))));
-    }
-    if let Some(t) = lead.territory {
-        cond = cond.add(Expr::col("id").eq(t));
-    }
-    if !cond.is_empty() {
-        let hits = tx.find::<Territory>(cond, 1000).await?;
-        for t in hits {
-            let depth = depth_of::<Territory>(tx, t.data.parent, |t| t.parent).await?;
-            territories.push(TerritoryHit {
-                id: t.meta.id,
-                depth,
-            });
+    if !region.is_empty() || lead.territory.is_some() {
+        // The tenant's territory tree, read once: the matches and their depths come from it.
+        let all = tx.find::<Territory>(Condition::all(), MAX_TREE).await?;
+        let parent: HashMap<Uuid, Option<Uuid>> =
+            all.iter().map(|t| (t.meta.id, t.data.parent)).collect();
+        for t in &all {
+            let in_region = !region.is_empty() && t.data.regions.contains(&region);
+            if in_region || lead.territory == Some(t.meta.id) {
+                territories.push(TerritoryHit {
+                    id: t.meta.id,
+                    depth: depth(&parent, t.meta.id),
+                });
+            }
         }
     }
     let mut product_groups = BTreeSet::new();
@@ -335,20 +317,18 @@ async fn profile(tx: &Tx<'_>, lead: &Lead) -> Result<LeadProfile> {
                 100,
             )
             .await?;
+        let groups = tx.find::<ProductGroup>(Condition::all(), MAX_TREE).await?;
+        let parent: HashMap<Uuid, Option<Uuid>> =
+            groups.iter().map(|g| (g.meta.id, g.data.parent)).collect();
         for p in products {
+            // The product's group and its ancestors (bounded against cycles).
             let mut at = p.data.product_group;
-            let mut hops = 0;
             while let Some(g) = at {
-                if !product_groups.insert(g.to_string()) || hops > 64 {
+                if !product_groups.insert(g.to_string()) || product_groups.len() > MAX_TREE as usize
+                {
                     break;
                 }
-                hops += 1;
-                at = tx
-                    .find::<ProductGroup>(Condition::all().add(Expr::col("id").eq(g)), 1)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .and_then(|g| g.data.parent);
+                at = parent.get(&g).copied().flatten();
             }
         }
     }
@@ -370,32 +350,21 @@ async fn profile(tx: &Tx<'_>, lead: &Lead) -> Result<LeadProfile> {
     })
 }
 
-/// Depth of a tree node from its parent (a root has depth 0), bounded against cycles.
-async fn depth_of<R: Resource>(
-    tx: &Tx<'_>,
-    mut parent: Option<Uuid>,
-    up: impl Fn(&R) -> Option<Uuid>,
-) -> Result<u32> {
+/// Most nodes of a tenant's territory or product-group tree routing reads.
+const MAX_TREE: u64 = 100_000;
+
+/// Depth of a tree node (a root has depth 0), bounded against cycles.
+fn depth(parent: &HashMap<Uuid, Option<Uuid>>, id: Uuid) -> u32 {
     let mut depth = 0;
-    while let Some(p) = parent {
+    let mut at = parent.get(&id).copied().flatten();
+    while let Some(p) = at {
         depth += 1;
         if depth > 64 {
-            return Err(Error::internal("a tree deeper than 64 levels"));
+            break;
         }
-        parent = tx
-            .find::<R>(Condition::all().add(Expr::col("id").eq(p)), 1)
-            .await?
-            .into_iter()
-            .next()
-            .and_then(|r| up(&r.data));
+        at = parent.get(&p).copied().flatten();
     }
-    Ok(depth)
-}
-
-fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    depth
 }
 
 /// The candidates' status: active, capacity (0 = none), skills, and their open leads.

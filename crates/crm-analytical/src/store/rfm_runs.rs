@@ -22,8 +22,6 @@ use super::model::{
 use crate::rfm::{self, RfmMeasures};
 use crate::value::{self, ValueInput};
 use chrono::{DateTime, Duration, Utc};
-use crm_core::access::Policy;
-use crm_core::auth::Principal;
 use crm_core::error::{Error, ErrorKind, Result};
 use crm_core::jobs::rules::Interrupt;
 use crm_core::jobs::{self, JobContext, JobError, JobOutcome, OnDuplicate, Progress};
@@ -231,16 +229,7 @@ pub async fn run_job(job: JobContext) -> Result<JobOutcome> {
     let p: Payload = job.payload_as()?;
     // The run works as the system on behalf of its creator: it reads every order and
     // contact of the tenant (what callers then see of the results is their scope's).
-    let ctx = Ctx::new(
-        job.db.clone(),
-        Principal {
-            tenant: job.tenant.clone(),
-            user: p.creator.unwrap_or_else(Uuid::nil),
-            roles: vec![],
-        },
-        Policy::superuser(),
-        job.clock.clone(),
-    );
+    let ctx = job.system_ctx(p.creator);
     let run = match ctx.get::<RfmRun>(p.run).await {
         Ok(r) => r,
         Err(e) if e.kind == ErrorKind::NotFound => return Ok(JobOutcome::done()),

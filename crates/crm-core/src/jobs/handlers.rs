@@ -237,6 +237,22 @@ impl JobContext {
         }
     }
 
+    /// A context acting as the system for the job's tenant (every right, no field rules):
+    /// the reads and writes a handler makes are checked, audited and evented as the system's,
+    /// with `on_behalf_of` (the user who started the work, or none: the nil id) as the actor.
+    pub fn system_ctx(&self, on_behalf_of: Option<Uuid>) -> crate::service::Ctx {
+        crate::service::Ctx::new(
+            self.db.clone(),
+            crate::auth::Principal {
+                tenant: self.tenant.clone(),
+                user: on_behalf_of.unwrap_or_else(Uuid::nil),
+                roles: vec![],
+            },
+            crate::access::Policy::superuser(),
+            self.clock.clone(),
+        )
+    }
+
     /// The payload decoded as `T` (INVALID_ARGUMENT, which fails the job, if it does not fit).
     pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_value(self.payload.clone())

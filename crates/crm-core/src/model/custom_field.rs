@@ -25,7 +25,7 @@ pub type CustomValues = BTreeMap<String, CustomValue>;
 pub const TYPES: &[&str] = &["TEXT", "NUMBER", "DATE", "ENUM"];
 
 /// A tenant-defined field of a collection that carries custom fields (`Resource::CUSTOM_FIELDS`:
-/// accounts, contacts, and those of the domain crates, such as leads).
+/// accounts, contacts, and those the domain crates register).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CustomFieldDefinition {

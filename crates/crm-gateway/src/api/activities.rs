@@ -4,16 +4,12 @@ use super::{Gateway, Wire};
 use crate::convert::{from_ts, hidden, name, opt_ts, reference, ts};
 use crm_api::v1 as pb;
 use crm_api::v1::activity_service_server::ActivityService;
-use crm_core::error::{Error, Result};
+use crm_core::error::Result;
 use crm_core::resource::Record;
 use crm_operational::activity::{Activity, ActivityKind, ActivityStatus};
 use pb::ListActivitiesResponse;
 
 pub struct Activities(pub Gateway);
-
-fn unknown(field: &str, v: i32) -> Error {
-    Error::invalid(field, format!("{v} is not a defined value"))
-}
 
 fn kind_in(k: i32) -> Result<ActivityKind> {
     use pb::ActivityKind as P;
@@ -22,7 +18,7 @@ fn kind_in(k: i32) -> Result<ActivityKind> {
         Ok(P::Call) => ActivityKind::Call,
         Ok(P::Meeting) => ActivityKind::Meeting,
         Ok(P::Email) => ActivityKind::Email,
-        Err(_) => return Err(unknown("kind", k)),
+        Err(_) => return Err(crate::convert::unknown_enum("kind", k)),
     })
 }
 
@@ -42,7 +38,7 @@ fn status_in(s: i32) -> Result<ActivityStatus> {
         Ok(P::Unspecified | P::Open) => ActivityStatus::Open,
         Ok(P::Done) => ActivityStatus::Done,
         Ok(P::Cancelled) => ActivityStatus::Cancelled,
-        Err(_) => return Err(unknown("status", s)),
+        Err(_) => return Err(crate::convert::unknown_enum("status", s)),
     })
 }
 

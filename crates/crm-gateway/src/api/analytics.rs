@@ -22,10 +22,6 @@ use tonic::{Request, Response, Status};
 
 pub struct Analytics(pub Gateway);
 
-fn unknown(field: &str, v: i32) -> Error {
-    Error::invalid(field, format!("{v} is not a defined value"))
-}
-
 fn binning_in(field: &str, b: Option<pb::RfmBinning>) -> Result<Binning> {
     use pb::RfmBinningMethod as P;
     let Some(b) = b else {
@@ -43,7 +39,12 @@ fn binning_in(field: &str, b: Option<pb::RfmBinning>) -> Result<Binning> {
                 .map(|(k, v)| (k, v.values))
                 .collect(),
         },
-        Err(_) => return Err(unknown(&format!("{field}.method"), b.method)),
+        Err(_) => {
+            return Err(crate::convert::unknown_enum(
+                &format!("{field}.method"),
+                b.method,
+            ));
+        }
     })
 }
 
@@ -113,7 +114,12 @@ fn rfm_in(p: Option<pb::RfmParameters>) -> Result<RfmConfig> {
                     .collect(),
             },
         },
-        Err(_) => return Err(unknown("rfm.monetary_basis", p.monetary_basis)),
+        Err(_) => {
+            return Err(crate::convert::unknown_enum(
+                "rfm.monetary_basis",
+                p.monetary_basis,
+            ));
+        }
     };
     let segments = if p.segments.is_empty() {
         SegmentMap::classic(bins)
@@ -193,7 +199,12 @@ fn value_in(v: Option<pb::ValueModel>) -> Result<ValueModel> {
     let normalisation = match P::try_from(v.normalisation) {
         Ok(P::Unspecified | P::Rank) => Normalisation::Rank,
         Ok(P::MinMax) => Normalisation::MinMax,
-        Err(_) => return Err(unknown("value_model.normalisation", v.normalisation)),
+        Err(_) => {
+            return Err(crate::convert::unknown_enum(
+                "value_model.normalisation",
+                v.normalisation,
+            ));
+        }
     };
     let w = v.weights.unwrap_or_default();
     Ok(ValueModel {
@@ -358,7 +369,7 @@ fn granularity_in(g: i32) -> Result<Granularity> {
         Ok(P::Unspecified | P::Month) => Granularity::Month,
         Ok(P::Quarter) => Granularity::Quarter,
         Ok(P::Year) => Granularity::Year,
-        Err(_) => return Err(unknown("granularity", g)),
+        Err(_) => return Err(crate::convert::unknown_enum("granularity", g)),
     })
 }
 
@@ -381,7 +392,7 @@ fn dimension_in(d: i32) -> Result<Dimension> {
         Ok(P::Territory) => Dimension::Territory,
         Ok(P::Channel) => Dimension::Channel,
         Ok(P::ProductGroup) => Dimension::ProductGroup,
-        Err(_) => return Err(unknown("dimension", d)),
+        Err(_) => return Err(crate::convert::unknown_enum("dimension", d)),
     })
 }
 

@@ -24,23 +24,8 @@ impl Wire<model::Contact> for pb::Contact {
             given_name: self.given_name,
             family_name: self.family_name,
             display_name: self.display_name,
-            phones: self
-                .phones
-                .into_iter()
-                .map(|p| model::Phone {
-                    number: p.number,
-                    label: p.label,
-                    extension: p.extension,
-                })
-                .collect(),
-            emails: self
-                .emails
-                .into_iter()
-                .map(|e| model::Email {
-                    address: e.address,
-                    label: e.label,
-                })
-                .collect(),
+            phones: self.phones.into_iter().map(convert::phone_in).collect(),
+            emails: self.emails.into_iter().map(convert::email_in).collect(),
             addresses: self
                 .addresses
                 .into_iter()
@@ -62,23 +47,8 @@ impl Wire<model::Contact> for pb::Contact {
             given_name: d.given_name,
             family_name: d.family_name,
             display_name: d.display_name,
-            phones: d
-                .phones
-                .into_iter()
-                .map(|p| pb::Phone {
-                    number: p.number,
-                    label: p.label,
-                    extension: p.extension,
-                })
-                .collect(),
-            emails: d
-                .emails
-                .into_iter()
-                .map(|e| pb::Email {
-                    address: e.address,
-                    label: e.label,
-                })
-                .collect(),
+            phones: d.phones.into_iter().map(convert::phone_out).collect(),
+            emails: d.emails.into_iter().map(convert::email_out).collect(),
             addresses: d.addresses.into_iter().map(convert::address_out).collect(),
             birth_date: date(d.birth_date),
             region: d.region,

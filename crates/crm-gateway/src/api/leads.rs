@@ -5,7 +5,6 @@ use crate::convert::{self, hidden, name, reference, references, ts};
 use crm_api::v1 as pb;
 use crm_api::v1::lead_service_server::LeadService;
 use crm_core::error::{Error, Result};
-use crm_core::model;
 use crm_core::resource::Record;
 use crm_operational::assignment::{
     AssignmentRule, CandidateOutcome, DealSizeRange, EvaluationMode, Owner, RuleConditions,
@@ -23,11 +22,6 @@ use pb::{
 
 pub struct Leads(pub Gateway);
 
-/// An enum value this API version does not define is refused, never coerced.
-fn unknown(field: &str, v: i32) -> Error {
-    Error::invalid(field, format!("{v} is not a defined value"))
-}
-
 // The one wire mapping of each lead enum.
 
 /// UNSPECIFIED means the default, NEW.
@@ -40,7 +34,7 @@ fn status_in(s: i32) -> Result<LeadStatus> {
         Ok(P::Qualified) => LeadStatus::Qualified,
         Ok(P::Unqualified) => LeadStatus::Unqualified,
         Ok(P::Converted) => LeadStatus::Converted,
-        Err(_) => return Err(unknown("status", s)),
+        Err(_) => return Err(crate::convert::unknown_enum("status", s)),
     })
 }
 
@@ -66,7 +60,7 @@ fn grade_in(g: i32) -> Result<LeadGrade> {
         Ok(P::Warm) => LeadGrade::Warm,
         Ok(P::Cold) => LeadGrade::Cold,
         Ok(P::LongTerm) => LeadGrade::LongTerm,
-        Err(_) => return Err(unknown("grade", g)),
+        Err(_) => return Err(crate::convert::unknown_enum("grade", g)),
     })
 }
 
@@ -91,23 +85,8 @@ impl Wire<Lead> for pb::Lead {
             display_name: self.display_name,
             company: self.company,
             title: self.title,
-            phones: self
-                .phones
-                .into_iter()
-                .map(|p| model::Phone {
-                    number: p.number,
-                    label: p.label,
-                    extension: p.extension,
-                })
-                .collect(),
-            emails: self
-                .emails
-                .into_iter()
-                .map(|e| model::Email {
-                    address: e.address,
-                    label: e.label,
-                })
-                .collect(),
+            phones: self.phones.into_iter().map(convert::phone_in).collect(),
+            emails: self.emails.into_iter().map(convert::email_in).collect(),
             address: self.address.map(convert::address_in).unwrap_or_default(),
             industry: self.industry,
             region: self.region,
@@ -151,23 +130,8 @@ impl Wire<Lead> for pb::Lead {
             display_name: d.display_name,
             company: d.company,
             title: d.title,
-            phones: d
-                .phones
-                .into_iter()
-                .map(|p| pb::Phone {
-                    number: p.number,
-                    label: p.label,
-                    extension: p.extension,
-                })
-                .collect(),
-            emails: d
-                .emails
-                .into_iter()
-                .map(|e| pb::Email {
-                    address: e.address,
-                    label: e.label,
-                })
-                .collect(),
+            phones: d.phones.into_iter().map(convert::phone_out).collect(),
+            emails: d.emails.into_iter().map(convert::email_out).collect(),
             address: Some(convert::address_out(d.address)),
             industry: d.industry,
             region: d.region,
@@ -373,7 +337,7 @@ fn rule_in(i: usize, r: pb::AssignmentRule) -> Result<AssignmentRule> {
         Ok(pb::AssignmentStrategy::Weighted) => Strategy::Weighted,
         Ok(pb::AssignmentStrategy::LeastLoaded) => Strategy::LeastLoaded,
         Ok(pb::AssignmentStrategy::BySkill) => Strategy::BySkill,
-        Err(_) => return Err(unknown(&f("strategy"), r.strategy)),
+        Err(_) => return Err(crate::convert::unknown_enum(&f("strategy"), r.strategy)),
     };
     let territories = references(&f("territories"), "territories", &r.territories)?;
     let groups = references(&f("product_groups"), "productGroups", &r.product_groups)?;
@@ -481,7 +445,7 @@ impl Wire<AssignmentRuleSet> for pb::AssignmentRuleSet {
                 EvaluationMode::Priority
             }
             Ok(pb::RuleSetMode::Ordered) => EvaluationMode::Ordered,
-            Err(_) => return Err(unknown("mode", self.mode)),
+            Err(_) => return Err(crate::convert::unknown_enum("mode", self.mode)),
         };
         Ok(AssignmentRuleSet {
             display_name: self.display_name,

@@ -4,17 +4,12 @@ use super::{Gateway, Wire};
 use crate::convert::{from_money, from_ts, hidden, money, name, opt_ts, reference, ts};
 use crm_api::v1 as pb;
 use crm_api::v1::order_service_server::OrderService;
-use crm_core::error::{Error, Result};
+use crm_core::error::Result;
 use crm_core::model;
 use crm_core::resource::Record;
 use pb::ListOrdersResponse;
 
 pub struct Orders(pub Gateway);
-
-/// An enum value this API version does not define is refused, never coerced.
-fn unknown(field: &str, v: i32) -> Error {
-    Error::invalid(field, format!("{v} is not a defined value"))
-}
 
 // The one wire mapping of each order enum.
 
@@ -27,7 +22,7 @@ fn channel_in(c: i32) -> Result<model::SalesChannel> {
         Ok(pb::SalesChannel::Retail) => C::Retail,
         Ok(pb::SalesChannel::Partner) => C::Partner,
         Ok(pb::SalesChannel::Phone) => C::Phone,
-        Err(_) => return Err(unknown("channel", c)),
+        Err(_) => return Err(crate::convert::unknown_enum("channel", c)),
     })
 }
 
@@ -51,7 +46,7 @@ fn status_in(s: i32) -> Result<model::OrderStatus> {
         Ok(pb::OrderStatus::Fulfilled) => S::Fulfilled,
         Ok(pb::OrderStatus::Cancelled) => S::Cancelled,
         Ok(pb::OrderStatus::Returned) => S::Returned,
-        Err(_) => return Err(unknown("status", s)),
+        Err(_) => return Err(crate::convert::unknown_enum("status", s)),
     })
 }
 
