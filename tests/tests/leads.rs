@@ -422,6 +422,11 @@ async fn leads_are_tenant_scoped_and_permission_checked(backend: Backend) {
                         actions: [Read, Create, Update].iter().map(|x| *x as i32).collect(),
                         scope: Scope::Own as i32,
                     }],
+                    field_rules: vec![FieldRule {
+                        collection: "leads".into(),
+                        field: "notes".into(),
+                        access: FieldAccess::Hidden as i32,
+                    }],
                     ..Default::default()
                 }),
                 request_id: String::new(),
@@ -454,6 +459,37 @@ async fn leads_are_tenant_scoped_and_permission_checked(backend: Backend) {
         .leads;
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].name, own.name);
+    // A field the role hides is withheld, named, and not filterable.
+    assert!(mine[0].notes.is_empty());
+    assert!(mine[0].hidden_fields.contains(&"notes".to_string()));
+    let e = s
+        .leads()
+        .list_leads(req(
+            &rep,
+            ListLeadsRequest {
+                filter: "notes = \"x\"".into(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert!(e.is_err(), "filtering on a hidden field is refused");
+    let e = expect_code(
+        s.leads()
+            .update_lead(req(
+                &rep,
+                UpdateLeadRequest {
+                    lead: Some(Lead {
+                        name: own.name.clone(),
+                        notes: "x".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["notes"]),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(crm_tests::reason(&e), "FIELD_NOT_WRITABLE");
     expect_code(
         s.leads()
             .delete_lead(req(
