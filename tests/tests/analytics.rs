@@ -237,34 +237,15 @@ async fn run_rfm(s: &TestServer, token: &str, config: &str) -> String {
 }
 
 async fn wait(s: &TestServer, token: &str, name: &str) -> lro::Operation {
-    let mut ops = OperationsClient::new(s.channel.clone());
-    for _ in 0..60 {
-        let op = ops
-            .wait_operation(req(
-                token,
-                lro::WaitOperationRequest {
-                    name: name.into(),
-                    timeout: Some(prost_types::Duration {
-                        seconds: 2,
-                        nanos: 0,
-                    }),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        if op.done {
-            // GetOperation answers the same.
-            let got = ops
-                .get_operation(req(token, lro::GetOperationRequest { name: name.into() }))
-                .await
-                .unwrap()
-                .into_inner();
-            assert!(got.done);
-            return op;
-        }
-    }
-    panic!("operation {name} did not finish")
+    let op = s.wait_operation(token, name).await;
+    // GetOperation answers the same.
+    let got = OperationsClient::new(s.channel.clone())
+        .get_operation(req(token, lro::GetOperationRequest { name: name.into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.done);
+    op
 }
 
 async fn all_results(s: &TestServer, token: &str, run: &str, segment: &str) -> Vec<RfmResult> {

@@ -381,13 +381,21 @@ async fn record_keys_and_counters(backend: Backend) {
     tx.commit().await.unwrap();
 
     let tx = ctx.begin().await.unwrap();
+    let ids = |m: crm_core::service::KeyMatches| {
+        m.records
+            .into_iter()
+            .map(|r| (r.collection, r.id))
+            .collect::<Vec<_>>()
+    };
     let all = tx
-        .records_with_keys("m", &k(&["x", "y", "z"]), &["contacts", "leads"], 10)
+        .records_with_keys("m", &k(&["x", "y", "z"]), &["contacts", "leads"], 10, 10)
         .await
         .unwrap();
+    assert!(all.stop_keys.is_empty());
+    assert_eq!(all.records.first().map(|r| r.shared), Some(3));
     // The records sharing the most keys first: a (3), c (2), b (1: its "w" is not asked).
     assert_eq!(
-        all,
+        ids(all),
         [
             ("contacts".to_string(), a),
             ("leads".to_string(), c),
@@ -395,26 +403,42 @@ async fn record_keys_and_counters(backend: Backend) {
         ]
     );
     let best = tx
-        .records_with_keys("m", &k(&["x", "y", "z"]), &["contacts", "leads"], 1)
+        .records_with_keys("m", &k(&["x", "y", "z"]), &["contacts", "leads"], 10, 1)
         .await
         .unwrap();
-    assert_eq!(best, [("contacts".to_string(), a)]);
+    assert_eq!(ids(best), [("contacts".to_string(), a)]);
     let only_leads = tx
-        .records_with_keys("m", &k(&["x"]), &["leads"], 10)
+        .records_with_keys("m", &k(&["x"]), &["leads"], 10, 10)
         .await
         .unwrap();
-    assert_eq!(only_leads, [("leads".to_string(), c)]);
+    assert_eq!(ids(only_leads), [("leads".to_string(), c)]);
+    // "x" is held by three records: with at most two per key it is a stop key, skipped.
+    let capped = tx
+        .records_with_keys("m", &k(&["x", "y"]), &["contacts", "leads"], 2, 10)
+        .await
+        .unwrap();
+    assert_eq!(capped.stop_keys, ["x"]);
+    assert_eq!(
+        ids(capped),
+        [("contacts".to_string(), a), ("leads".to_string(), c)]
+    );
+    // Tickets: each number once, the counter's next value, tenants apart.
+    assert_eq!(tx.take_ticket("tickets").await.unwrap(), 1);
+    assert_eq!(tx.take_ticket("tickets").await.unwrap(), 2);
     assert_eq!(tx.lock_counter("rr").await.unwrap(), 7);
     // Removing a record's keys.
     tx.set_record_keys("m", "contacts", a, &[]).await.unwrap();
     let left = tx
-        .records_with_keys("m", &k(&["z"]), &["contacts"], 10)
+        .records_with_keys("m", &k(&["z"]), &["contacts"], 10, 10)
         .await
         .unwrap();
-    assert!(left.is_empty(), "{left:?}");
+    assert!(left.records.is_empty(), "{left:?}");
     // A counter must be taken before it is stored.
     let e = tx.set_counter("never-taken", 1).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::FailedPrecondition);
+    tx.commit().await.unwrap();
+    let tx = other.begin().await.unwrap();
+    assert_eq!(tx.take_ticket("tickets").await.unwrap(), 1);
 }
 
 both!(

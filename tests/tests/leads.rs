@@ -752,6 +752,177 @@ async fn routing_under_concurrent_creates_is_exact(backend: Backend) {
     assert_eq!((by(&c), by(&q)), (5, 7), "{owners:?}");
 }
 
+/// Owners' loads follow their leads: a lead qualified out or deleted frees a place, one
+/// brought back by an update takes it again; capacity holds throughout.
+async fn loads_follow_status_changes_and_deletes(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let c = user(&s, &t, "c", 1, true).await;
+    let q = user(&s, &t, "q", 0, true).await;
+    rule_set(
+        &s,
+        &t,
+        vec![AssignmentRule {
+            id: "cap".into(),
+            targets: vec![target(&c)],
+            strategy: AssignmentStrategy::LeastLoaded as i32,
+            ..Default::default()
+        }],
+        &q,
+    )
+    .await;
+    let first = create(&s, &t, lead("web_form", "FR", 5)).await.unwrap();
+    assert_eq!(first.owner, c);
+    let full = create(&s, &t, lead("web_form", "FR", 5)).await.unwrap();
+    assert_eq!(full.owner, q, "c is at capacity");
+    // Qualified out: c has room again.
+    let mut leads = s.leads();
+    let out = leads
+        .update_lead(req(
+            &t,
+            UpdateLeadRequest {
+                lead: Some(Lead {
+                    status: LeadStatus::Unqualified as i32,
+                    ..first.clone()
+                }),
+                update_mask: mask(&["status"]),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = create(&s, &t, lead("web_form", "FR", 5)).await.unwrap();
+    assert_eq!(second.owner, c);
+    // Deleted: room again.
+    leads
+        .delete_lead(req(
+            &t,
+            DeleteLeadRequest {
+                name: second.name.clone(),
+                etag: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let third = create(&s, &t, lead("web_form", "FR", 5)).await.unwrap();
+    assert_eq!(third.owner, c);
+    // The first lead reopened by hand counts again: c is over (a manual change is the
+    // user's), so routing gives c nothing until two of them close.
+    leads
+        .update_lead(req(
+            &t,
+            UpdateLeadRequest {
+                lead: Some(Lead {
+                    status: LeadStatus::Working as i32,
+                    ..out
+                }),
+                update_mask: mask(&["status"]),
+            },
+        ))
+        .await
+        .unwrap();
+    let fourth = create(&s, &t, lead("web_form", "FR", 5)).await.unwrap();
+    assert_eq!(fourth.owner, q);
+}
+
+fn eur(units: i64, code: &str) -> crm_api::google::r#type::Money {
+    crm_api::google::r#type::Money {
+        currency_code: code.into(),
+        units,
+        nanos: 0,
+    }
+}
+
+/// Big deals go to the key-account rep: the lead's expected value in the rule's currency
+/// (another currency or no value does not match); bounds in two currencies are refused.
+async fn deal_size_routes_big_leads(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let k = user(&s, &t, "k", 0, true).await;
+    let q = user(&s, &t, "q", 0, true).await;
+    let set = rule_set(
+        &s,
+        &t,
+        vec![AssignmentRule {
+            id: "big".into(),
+            targets: vec![target(&k)],
+            deal_size: Some(DealSizeRange {
+                min: Some(eur(100_000, "EUR")),
+                max: None,
+            }),
+            ..Default::default()
+        }],
+        &q,
+    )
+    .await;
+    assert_eq!(
+        set.rules[0].deal_size.as_ref().and_then(|d| d.min.clone()),
+        Some(eur(100_000, "EUR"))
+    );
+    let valued = |v: Option<crm_api::google::r#type::Money>| Lead {
+        expected_value: v,
+        ..lead("web_form", "DE", 5)
+    };
+    let big = create(&s, &t, valued(Some(eur(250_000, "EUR"))))
+        .await
+        .unwrap();
+    assert_eq!(big.owner, k);
+    assert_eq!(big.expected_value, Some(eur(250_000, "EUR")));
+    let small = create(&s, &t, valued(Some(eur(5_000, "EUR"))))
+        .await
+        .unwrap();
+    assert_eq!(small.owner, q);
+    let dollars = create(&s, &t, valued(Some(eur(250_000, "USD"))))
+        .await
+        .unwrap();
+    assert_eq!(dollars.owner, q, "another currency is not compared");
+    let unknown = create(&s, &t, valued(None)).await.unwrap();
+    assert_eq!(unknown.owner, q);
+    // A value in a currency that does not exist is refused on its field.
+    let e = expect_code(
+        create(&s, &t, valued(Some(eur(1, "XXY")))).await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        violated_fields(&e)
+            .iter()
+            .any(|f| f.starts_with("lead.expected_value")),
+        "{e:?}"
+    );
+    // Bounds in two currencies.
+    let e = expect_code(
+        s.leads()
+            .create_assignment_rule_set(req(
+                &t,
+                CreateAssignmentRuleSetRequest {
+                    rule_set: Some(AssignmentRuleSet {
+                        display_name: "mixed".into(),
+                        fallback: q.clone(),
+                        rules: vec![AssignmentRule {
+                            id: "mixed".into(),
+                            targets: vec![target(&k)],
+                            deal_size: Some(DealSizeRange {
+                                min: Some(eur(1, "EUR")),
+                                max: Some(eur(2, "USD")),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&e),
+        ["rule_set.rules[0].deal_size.max.currency_code"]
+    );
+}
+
 async fn bad_rule_sets_are_refused_by_field(backend: Backend) {
     let s = TestServer::start(backend).await;
     s.tenant("acme").await;
@@ -1741,6 +1912,7 @@ async fn trade_show_cards_from_capture_to_conversion(backend: Backend) {
 }
 
 both!(
+    lead_effectiveness_is_exact_and_scoped,
     trade_show_cards_from_capture_to_conversion,
     activities_follow_leads_up_with_reminders,
     untouched_routed_leads_are_escalated_to_the_managers,
@@ -1748,8 +1920,504 @@ both!(
     new_leads_are_matched_against_leads_contacts_and_accounts,
     leads_are_routed_by_the_active_rule_set,
     routing_under_concurrent_creates_is_exact,
+    loads_follow_status_changes_and_deletes,
+    deal_size_routes_big_leads,
     bad_rule_sets_are_refused_by_field,
     leads_are_captured_normalised_and_graded,
     bad_leads_and_policies_are_refused_by_field,
     leads_are_tenant_scoped_and_permission_checked,
 );
+
+/// Lead effectiveness (O5): known leads created, touched, qualified and converted at known
+/// times (an engine context on a manual clock) give exact figures per source, owner,
+/// campaign and local day; a rep sees only their own leads; bad requests name the field.
+async fn lead_effectiveness_is_exact_and_scoped(backend: Backend) {
+    use crm_core::clock::ManualClock;
+    use crm_operational::activity::{Activity as DActivity, ActivityKind as DKind};
+    use crm_operational::lead::{Lead as DLead, LeadStatus as DStatus};
+    use std::sync::Arc;
+
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let boot = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let id_of = |name: String| Uuid::parse_str(name.trim_start_matches("users/")).unwrap();
+    let admin = id_of(user(&s, &boot, "boss", 0, true).await);
+    let rep = id_of(user(&s, &boot, "rep", 0, true).await);
+    let a = s.token("acme", admin, &["admin"]);
+    use Action::*;
+    for (id, grants, rules) in [
+        (
+            "rep",
+            vec![Grant {
+                collection: "leads".into(),
+                actions: [Read, Create, Update].iter().map(|x| *x as i32).collect(),
+                scope: Scope::Own as i32,
+            }],
+            vec![],
+        ),
+        (
+            "analyst",
+            vec![Grant {
+                collection: "leads".into(),
+                actions: vec![Read as i32],
+                scope: Scope::All as i32,
+            }],
+            vec![FieldRule {
+                collection: "leads".into(),
+                field: "campaign".into(),
+                access: FieldAccess::Hidden as i32,
+            }],
+        ),
+    ] {
+        s.access()
+            .create_role(req(
+                &a,
+                CreateRoleRequest {
+                    role_id: id.into(),
+                    role: Some(Role {
+                        display_name: id.into(),
+                        grants,
+                        field_rules: rules,
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    let r = s.token("acme", rep, &["rep"]);
+    let analyst = s.token("acme", Uuid::now_v7(), &["analyst"]);
+
+    // The admin works on a manual clock.
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let clock = ManualClock::new(at("2026-03-02T09:00:00Z"));
+    let mut ctx = s.ctx_for_roles("acme", admin, &["admin"]).await;
+    ctx.clock = Arc::new(clock.clone());
+    let new_lead = |name: &str, source: &str, campaign: &str, owner: Uuid, status: DStatus| DLead {
+        display_name: name.into(),
+        source: source.into(),
+        campaign: campaign.into(),
+        owner: Some(owner),
+        status,
+        ..Default::default()
+    };
+    let call = |lead: Uuid| DActivity {
+        kind: DKind::Call,
+        subject: "Call".into(),
+        lead: Some(lead),
+        ..Default::default()
+    };
+    let set_status = |id: Uuid, status: DStatus| {
+        let ctx = &ctx;
+        async move {
+            let l = ctx.get::<DLead>(id).await.unwrap();
+            ctx.update(
+                id,
+                DLead {
+                    status,
+                    ..Default::default()
+                },
+                &["status".to_owned()],
+                &l.meta.etag(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let h = chrono::Duration::hours;
+    let m = chrono::Duration::minutes;
+
+    // Outside the range, and deleted: never counted.
+    clock.set(at("2026-02-27T12:00:00Z"));
+    ctx.create(new_lead("Old", "web", "", admin, DStatus::New), "")
+        .await
+        .unwrap();
+    clock.set(at("2026-03-02T08:00:00Z"));
+    let gone = ctx
+        .create(new_lead("Gone", "web", "", admin, DStatus::New), "")
+        .await
+        .unwrap();
+    ctx.delete::<DLead>(gone.meta.id, "").await.unwrap();
+
+    // A: web, spring, the admin's; called after 1 h, qualified, converted the next day.
+    clock.set(at("2026-03-02T09:00:00Z"));
+    let la = ctx
+        .create(new_lead("A", "web", "spring", admin, DStatus::New), "")
+        .await
+        .unwrap();
+    // B: web, the rep's; called after 3 h. C: web, the rep's; untouched.
+    clock.set(at("2026-03-02T09:10:00Z"));
+    let lb = ctx
+        .create(new_lead("B", "web", "", rep, DStatus::New), "")
+        .await
+        .unwrap();
+    clock.set(at("2026-03-02T09:20:00Z"));
+    ctx.create(new_lead("C", "web", "", rep, DStatus::New), "")
+        .await
+        .unwrap();
+    clock.set(at("2026-03-02T10:00:00Z"));
+    ctx.create(call(la.meta.id), "").await.unwrap();
+    clock.set(at("2026-03-02T11:00:00Z"));
+    set_status(la.meta.id, DStatus::Qualified).await;
+    clock.set(at("2026-03-02T12:10:00Z"));
+    ctx.create(call(lb.meta.id), "").await.unwrap();
+    // A second activity is not a new first touch.
+    clock.advance(h(1));
+    ctx.create(call(lb.meta.id), "").await.unwrap();
+    clock.set(at("2026-03-03T09:00:00Z"));
+    let conv = crm_operational::lead::convert(&ctx, la.meta.id, "", None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(conv.lead.data.status, DStatus::Converted);
+    // D: show, spring, the admin's; disqualified after 30 min (no activity).
+    clock.set(at("2026-03-03T10:00:00Z"));
+    let ld = ctx
+        .create(new_lead("D", "show", "spring", admin, DStatus::New), "")
+        .await
+        .unwrap();
+    clock.advance(m(30));
+    set_status(ld.meta.id, DStatus::Unqualified).await;
+    // E: show, spring, the rep's; qualified after 5 h.
+    clock.set(at("2026-03-03T11:00:00Z"));
+    let le = ctx
+        .create(new_lead("E", "show", "spring", rep, DStatus::New), "")
+        .await
+        .unwrap();
+    clock.advance(h(5));
+    set_status(le.meta.id, DStatus::Qualified).await;
+    // F: show, the rep's; captured as WORKING (contacted, no time), at 22:00 in New York on
+    // March 3rd but March 4th in UTC.
+    clock.set(at("2026-03-04T03:00:00Z"));
+    ctx.create(new_lead("F", "show", "", rep, DStatus::Working), "")
+        .await
+        .unwrap();
+
+    // The first touch is on the lead.
+    let got = s
+        .leads()
+        .get_lead(req(
+            &a,
+            GetLeadRequest {
+                name: format!("leads/{}", lb.meta.id),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        got.first_touch_time.map(|t| t.seconds),
+        Some(at("2026-03-02T12:10:00Z").timestamp())
+    );
+
+    let ts = |t: &str| {
+        let t = at(t);
+        Some(prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: 0,
+        })
+    };
+    let march = GetLeadEffectivenessRequest {
+        start_time: ts("2026-03-01T00:00:00Z"),
+        end_time: ts("2026-04-01T00:00:00Z"),
+        ..Default::default()
+    };
+    let report = |token: &str, q: GetLeadEffectivenessRequest| {
+        let s = &s;
+        let token = token.to_owned();
+        async move {
+            s.leads()
+                .get_lead_effectiveness(req(&token, q))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let secs = |d: &Option<prost_types::Duration>| d.as_ref().map(|d| d.seconds);
+    // (group, created, contacted, timed, qualified, converted, median s, p90 s)
+    type Figures = (String, i64, i64, i64, i64, i64, Option<i64>, Option<i64>);
+    let figures = |r: &LeadEffectivenessRow| -> Figures {
+        assert_eq!(
+            r.median_time_to_first_touch.as_ref().map_or(0, |d| d.nanos),
+            0
+        );
+        (
+            r.group.clone(),
+            r.created,
+            r.contacted,
+            r.timed,
+            r.qualified,
+            r.converted,
+            secs(&r.median_time_to_first_touch),
+            secs(&r.p90_time_to_first_touch),
+        )
+    };
+    let f = |g: &str, c, ct, t, q, cv, md: Option<i64>, p9: Option<i64>| -> Figures {
+        (g.to_owned(), c, ct, t, q, cv, md, p9)
+    };
+
+    // By source (the default): show = D, E, F; web = A, B, C.
+    let by_source = report(&a, march.clone()).await.unwrap();
+    assert_eq!(by_source.group_by, LeadEffectivenessGrouping::Source as i32);
+    assert_eq!(by_source.time_zone, "UTC");
+    let rows: Vec<Figures> = by_source.rows.iter().map(figures).collect();
+    assert_eq!(
+        rows,
+        [
+            // 30 min and 5 h: median 2 h 45 min, p90 30 min + 0.9 * 4 h 30 min.
+            f("show", 3, 3, 2, 1, 0, Some(9_900), Some(16_380)),
+            // 1 h and 3 h.
+            f("web", 3, 2, 2, 1, 1, Some(7_200), Some(10_080)),
+        ]
+    );
+    let total = by_source.total.clone().unwrap();
+    // 30 min, 1 h, 3 h, 5 h: median 2 h; p90 at rank 2.7: 3 h + 0.7 * 2 h.
+    assert_eq!(
+        figures(&total),
+        f("", 6, 5, 4, 2, 1, Some(7_200), Some(15_840))
+    );
+    assert!((total.contact_rate - 5.0 / 6.0).abs() < 1e-12);
+    assert!((total.qualification_rate - 2.0 / 6.0).abs() < 1e-12);
+    assert!((total.conversion_rate - 1.0 / 6.0).abs() < 1e-12);
+    assert!((by_source.rows[1].conversion_rate - 1.0 / 3.0).abs() < 1e-12);
+
+    // By owner.
+    let by_owner = report(
+        &a,
+        GetLeadEffectivenessRequest {
+            group_by: LeadEffectivenessGrouping::Owner as i32,
+            ..march.clone()
+        },
+    )
+    .await
+    .unwrap();
+    let mut rows: Vec<Figures> = by_owner.rows.iter().map(figures).collect();
+    rows.sort();
+    let mut want = vec![
+        f(
+            &format!("users/{admin}"),
+            2,
+            2,
+            2,
+            1,
+            1,
+            Some(2_700),
+            Some(3_420),
+        ),
+        f(
+            &format!("users/{rep}"),
+            4,
+            3,
+            2,
+            1,
+            0,
+            Some(14_400),
+            Some(17_280),
+        ),
+    ];
+    want.sort();
+    assert_eq!(rows, want);
+
+    // By local day in New York, the days the range touches, empty ones included.
+    let by_day = report(
+        &a,
+        GetLeadEffectivenessRequest {
+            start_time: ts("2026-03-02T05:00:00Z"),
+            end_time: ts("2026-03-05T05:00:00Z"),
+            group_by: LeadEffectivenessGrouping::Period as i32,
+            granularity: LeadEffectivenessGranularity::Day as i32,
+            time_zone: "America/New_York".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_day.time_zone, "America/New_York");
+    assert_eq!(by_day.granularity, LeadEffectivenessGranularity::Day as i32);
+    let rows: Vec<Figures> = by_day.rows.iter().map(figures).collect();
+    assert_eq!(
+        rows,
+        [
+            f("2026-03-02", 3, 2, 2, 1, 1, Some(7_200), Some(10_080)),
+            f("2026-03-03", 3, 3, 2, 1, 0, Some(9_900), Some(16_380)),
+            f("2026-03-04", 0, 0, 0, 0, 0, None, None),
+        ]
+    );
+    assert_eq!(
+        by_day.rows[0].period_start_time.as_ref().map(|t| t.seconds),
+        Some(at("2026-03-02T05:00:00Z").timestamp())
+    );
+    assert_eq!(by_day.rows[2].contact_rate, 0.0);
+
+    // Filters: web leads by owner; the rep's leads by campaign.
+    let web = report(
+        &a,
+        GetLeadEffectivenessRequest {
+            group_by: LeadEffectivenessGrouping::Owner as i32,
+            source: Some("web".into()),
+            ..march.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(web.total.unwrap().created, 3);
+    let mut rows: Vec<Figures> = web.rows.iter().map(figures).collect();
+    rows.sort();
+    let mut want = vec![
+        f(
+            &format!("users/{admin}"),
+            1,
+            1,
+            1,
+            1,
+            1,
+            Some(3_600),
+            Some(3_600),
+        ),
+        f(
+            &format!("users/{rep}"),
+            2,
+            1,
+            1,
+            0,
+            0,
+            Some(10_800),
+            Some(10_800),
+        ),
+    ];
+    want.sort();
+    assert_eq!(rows, want);
+    let reps = report(
+        &a,
+        GetLeadEffectivenessRequest {
+            group_by: LeadEffectivenessGrouping::Campaign as i32,
+            owner: Some(format!("users/{rep}")),
+            ..march.clone()
+        },
+    )
+    .await
+    .unwrap();
+    let rows: Vec<Figures> = reps.rows.iter().map(figures).collect();
+    assert_eq!(
+        rows,
+        [
+            f("", 3, 2, 1, 0, 0, Some(10_800), Some(10_800)),
+            f("spring", 1, 1, 1, 1, 0, Some(18_000), Some(18_000)),
+        ]
+    );
+
+    // The rep sees their own leads only (B, C, E, F), whatever they ask for.
+    let mine = report(&r, march.clone()).await.unwrap();
+    let rows: Vec<Figures> = mine.rows.iter().map(figures).collect();
+    assert_eq!(
+        rows,
+        [
+            f("show", 2, 2, 1, 1, 0, Some(18_000), Some(18_000)),
+            f("web", 2, 1, 1, 0, 0, Some(10_800), Some(10_800)),
+        ]
+    );
+    assert_eq!(
+        figures(&mine.total.unwrap()),
+        f("", 4, 3, 2, 1, 0, Some(14_400), Some(17_280))
+    );
+    let theirs = report(
+        &r,
+        GetLeadEffectivenessRequest {
+            owner: Some(format!("users/{admin}")),
+            ..march.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(theirs.rows.is_empty());
+    assert_eq!(theirs.total.unwrap().created, 0);
+
+    // A hidden field cannot be grouped on; the others can.
+    let st = expect_code(
+        report(
+            &analyst,
+            GetLeadEffectivenessRequest {
+                group_by: LeadEffectivenessGrouping::Campaign as i32,
+                ..march.clone()
+            },
+        )
+        .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(crm_tests::reason(&st), "FIELD_HIDDEN");
+    assert_eq!(
+        report(&analyst, march.clone())
+            .await
+            .unwrap()
+            .total
+            .unwrap()
+            .created,
+        6
+    );
+
+    // Bad requests name the field.
+    for (q, field) in [
+        (
+            GetLeadEffectivenessRequest {
+                start_time: None,
+                ..march.clone()
+            },
+            "start_time",
+        ),
+        (
+            GetLeadEffectivenessRequest {
+                end_time: None,
+                ..march.clone()
+            },
+            "end_time",
+        ),
+        (
+            GetLeadEffectivenessRequest {
+                end_time: ts("2026-02-01T00:00:00Z"),
+                ..march.clone()
+            },
+            "end_time",
+        ),
+        (
+            GetLeadEffectivenessRequest {
+                end_time: ts("2029-03-02T00:00:00Z"),
+                ..march.clone()
+            },
+            "end_time",
+        ),
+        (
+            GetLeadEffectivenessRequest {
+                time_zone: "Mars/Olympus_Mons".into(),
+                ..march.clone()
+            },
+            "time_zone",
+        ),
+        (
+            GetLeadEffectivenessRequest {
+                group_by: 42,
+                ..march.clone()
+            },
+            "group_by",
+        ),
+        (
+            GetLeadEffectivenessRequest {
+                granularity: 42,
+                ..march.clone()
+            },
+            "granularity",
+        ),
+        (
+            GetLeadEffectivenessRequest {
+                owner: Some("accounts/x".into()),
+                ..march.clone()
+            },
+            "owner",
+        ),
+    ] {
+        let st = expect_code(report(&a, q).await, Code::InvalidArgument);
+        assert_eq!(violated_fields(&st), [field], "{st:?}");
+    }
+}

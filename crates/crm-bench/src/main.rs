@@ -15,6 +15,8 @@ use tonic::{Request, Response, Status};
 mod echo {
     tonic::include_proto!("crmbench.echo");
 }
+mod import;
+mod leads;
 mod pg;
 
 #[derive(Parser)]
@@ -31,6 +33,9 @@ struct Cli {
 enum Cmd {
     /// Run scenarios and print a markdown table.
     Run(Box<RunArgs>),
+    /// Import a generated CSV of leads through ImportService, timed, against PostgreSQL's
+    /// COPY of the same file.
+    Import(Box<import::ImportArgs>),
     /// Serve the bare echo baseline (used by `run` as a child process).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:50099")]
@@ -55,8 +60,10 @@ struct RunArgs {
     #[arg(long, default_value_t = 3)]
     warmup: u64,
     /// Comma-separated scenarios: echo, get-contact, list-contacts, create-contact,
+    /// ingest-email (a 30 KB MIME message with a unique Message-ID through IngestEmail),
     /// create-lead (duplicate check against the tenant's leads, contacts and accounts,
-    /// grading and routing by its active policies, in one write), and the
+    /// grading and routing by its active policies, in one write; users, a grading policy
+    /// and a rule set are made first when the tenant has none, see leads.rs), and the
     /// raw-database baselines pg-select, pg-get, pg-list, pg-create (see `--pg-url`).
     #[arg(long, default_value = "echo,get-contact,list-contacts,create-contact")]
     scenarios: String,
@@ -125,6 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Cmd::Run(args) => run(*args).await,
+        Cmd::Import(args) => import::run(*args).await,
     }
 }
 
@@ -455,6 +463,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
             "create-lead" => {
                 let chans = gw.clone();
+                if let Some(c) = chans.first() {
+                    eprintln!("{}", leads::ensure(c, &token).await?);
+                }
                 let run = uuid::Uuid::now_v7().simple().to_string();
                 const GIVEN: [&str; 8] = [
                     "Anna", "Jonas", "Mia", "Lukas", "Lea", "Finn", "Emma", "Paul",
@@ -478,10 +489,12 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                         given_name: GIVEN[i % GIVEN.len()].into(),
                         family_name: format!("{}{}", FAMILY[(i / 8) % FAMILY.len()], i % 1000),
                         company: format!("Bench {} GmbH", i % 5000),
-                        region: "DE".into(),
+                        // Every other lead is routed round-robin (DE), the others to
+                        // the least loaded within capacity (FR).
+                        region: if seq % 2 == 0 { "DE" } else { "FR" }.into(),
                         source: "web_form".into(),
                         // One lead in ten shares a phone with existing contacts (the demo
-                        // data's pool): a few hundred candidates to score (capped at 200).
+                        // data's pool, a few hundred contacts each: a stop key).
                         phones: vec![v1::Phone {
                             number: if seq % 10 == 0 {
                                 format!("+44 20 7946 0{:03}", seq / 10 % 1000)
@@ -511,6 +524,49 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                         },
                     );
                     async move { c.create_lead(r).await.map(|_| ()) }
+                })
+                .await?
+            }
+            "ingest-email" => {
+                // A realistic 30 KB message: headers, a text and an HTML part, a small
+                // attachment; each with its own Message-ID, from a sender of the demo
+                // tenant's address pool (so some are matched to contacts).
+                let chans = gw.clone();
+                let run = uuid::Uuid::now_v7().simple().to_string();
+                let body: String = "Sehr geehrte Damen und Herren, wir bitten um ein Angebot \
+                    für 40 Hydraulikpumpen der Baureihe HX, Lieferung nach Hamburg. "
+                    .repeat(90);
+                let html = format!("<html><body><p>{body}</p></body></html>");
+                let attachment = "QmVuY2htYXJr".repeat(400);
+                drive(&args, s, move |w, seq| {
+                    let mut c = v1::timeline_service_client::TimelineServiceClient::new(
+                        chans[w % chans.len()].clone(),
+                    )
+                    .max_encoding_message_size(64 << 20);
+                    let raw = format!(
+                        "Message-ID: <bench-{seq}.{run}@mail.example>\r\n\
+                         From: Customer {seq} <customer{}@example.com>\r\n\
+                         To: sales@acme.example\r\n\
+                         Subject: Anfrage {seq}: Hydraulikpumpen\r\n\
+                         Date: Tue, 24 Nov 2026 10:00:00 +0100\r\n\
+                         MIME-Version: 1.0\r\n\
+                         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+                         --b1\r\nContent-Type: multipart/alternative; boundary=\"b2\"\r\n\r\n\
+                         --b2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n\
+                         --b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n\
+                         --b2--\r\n\
+                         --b1\r\nContent-Type: application/pdf; name=\"spec.pdf\"\r\n\
+                         Content-Transfer-Encoding: base64\r\n\r\n{attachment}\r\n--b1--\r\n",
+                        seq % 5000
+                    );
+                    let r = authed(
+                        &token,
+                        v1::IngestEmailRequest {
+                            raw: raw.into_bytes(),
+                            links: None,
+                        },
+                    );
+                    async move { c.ingest_email(r).await.map(|_| ()) }
                 })
                 .await?
             }

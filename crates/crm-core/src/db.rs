@@ -53,7 +53,14 @@ pub struct Db {
     write_lock: Option<Arc<Mutex<()>>>,
     /// [`DbOptions::statement_timeout`].
     timeout: Duration,
+    /// PostgreSQL: a small pool of its own for single statements taken outside the caller's
+    /// transaction while it holds a connection of the main pool ([`Db::side`]); with one
+    /// pool, every transaction waiting for a second connection could hold the last ones.
+    side: Option<DatabaseConnection>,
 }
+
+/// Connections of [`Db::side`].
+const SIDE_CONNECTIONS: u32 = 4;
 
 /// A write transaction (and, on SQLite, the writer's turn).
 pub struct WriteTxn {
@@ -98,6 +105,11 @@ impl Db {
         // SQLite: register REGEXP (backed by the regex crate) on every pooled connection;
         // `:` on text fields compiles to it (see query::filter).
         opts.map_sqlx_sqlite_opts(|o| o.with_regexp());
+        let side_opts = {
+            let mut o = opts.clone();
+            o.max_connections(SIDE_CONNECTIONS).min_connections(0);
+            o
+        };
         let conn = match Database::connect(opts).await {
             Ok(conn) => conn,
             Err(e) => return Err(connect_error(url, e, timeout).await),
@@ -109,10 +121,19 @@ impl Db {
         } else {
             None
         };
+        let side = if conn.get_database_backend() == DbBackend::Postgres {
+            match Database::connect(side_opts).await {
+                Ok(c) => Some(c),
+                Err(e) => return Err(connect_error(url, e, timeout).await),
+            }
+        } else {
+            None
+        };
         Ok(Db {
             conn,
             write_lock,
             timeout,
+            side,
         })
     }
 
@@ -131,6 +152,14 @@ impl Db {
         tokio::time::timeout(limit, work)
             .await
             .unwrap_or_else(|_| Err(not_answered(limit)))
+    }
+
+    /// The connection pool for a single statement run outside a transaction the caller
+    /// holds (a ticket, see `Tx::take_ticket`): on PostgreSQL a small pool of its own, so it
+    /// never waits for a connection held by a transaction that waits for it; `None` on
+    /// SQLite (one writer: such statements run in the caller's transaction).
+    pub fn side(&self) -> Option<&DatabaseConnection> {
+        self.side.as_ref()
     }
 
     pub fn backend(&self) -> DbBackend {

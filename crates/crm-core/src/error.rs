@@ -240,6 +240,15 @@ impl From<DbErr> for Error {
                 return Error::invalid("", "text must not contain NUL characters")
                     .with("detail", detail);
             }
+            // A deadlock or a serialization failure: the transaction was rolled back and may
+            // be retried as it is.
+            Some("40P01" | "40001") => {
+                return Error::aborted(
+                    "CONCURRENT_WRITE",
+                    "the write conflicted with a concurrent one and was rolled back; retry it",
+                )
+                .with("detail", detail);
+            }
             // Connection exceptions, the server shutting down or starting up, too many
             // connections.
             Some(code) if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {

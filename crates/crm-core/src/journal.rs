@@ -24,6 +24,8 @@ pub enum AuditAction {
     Create,
     Update,
     Delete,
+    /// A soft-deleted record brought back (AIP-164).
+    Undelete,
 }
 
 impl AuditAction {
@@ -32,12 +34,14 @@ impl AuditAction {
             AuditAction::Create => "CREATE",
             AuditAction::Update => "UPDATE",
             AuditAction::Delete => "DELETE",
+            AuditAction::Undelete => "UNDELETE",
         }
     }
     fn parse(s: &str) -> Self {
         match s {
             "CREATE" => AuditAction::Create,
             "DELETE" => AuditAction::Delete,
+            "UNDELETE" => AuditAction::Undelete,
             _ => AuditAction::Update,
         }
     }
@@ -47,6 +51,7 @@ impl AuditAction {
             AuditAction::Create => "created",
             AuditAction::Update => "updated",
             AuditAction::Delete => "deleted",
+            AuditAction::Undelete => "undeleted",
         }
     }
 }
@@ -103,6 +108,23 @@ pub fn named_refs(kind: crate::resource::Kind, v: &Json) -> Json {
         }
         _ => v.clone(),
     }
+}
+
+/// What audit records and events keep of a bulk field's value ([`crate::resource::FieldSpec::bulk`]):
+/// its size in bytes and its SHA-256 (null stays null).
+pub fn bulk_digest(v: &Json) -> Json {
+    use sha2::{Digest, Sha256};
+    if v.is_null() {
+        return Json::Null;
+    }
+    let text = match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    serde_json::json!({
+        "bytes": text.len(),
+        "sha256": hex::encode(Sha256::digest(text.as_bytes())),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -96,6 +96,8 @@ pub struct WriteEvent<'a> {
     /// The record as stored (its JSON object, field names as on the wire); on delete, as it
     /// was.
     pub record: &'a Map<String, Json>,
+    /// On update, the record as it was before; `None` otherwise.
+    pub old: Option<&'a Map<String, Json>>,
 }
 
 /// Runs inside the write transaction of every create, update and delete of a collection,

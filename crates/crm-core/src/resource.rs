@@ -50,6 +50,9 @@ pub struct FieldSpec {
     pub sort: bool,
     /// May be changed by Update (listed in an update mask).
     pub mutable: bool,
+    /// A large value (file content, a document body) kept only in the record: audit
+    /// records and outbox events carry its size and SHA-256 instead of the value.
+    pub bulk: bool,
 }
 
 impl FieldSpec {
@@ -61,6 +64,7 @@ impl FieldSpec {
             filter: false,
             sort: false,
             mutable: true,
+            bulk: false,
         }
     }
     pub const fn filter(mut self) -> Self {
@@ -74,6 +78,11 @@ impl FieldSpec {
     }
     pub const fn immutable(mut self) -> Self {
         self.mutable = false;
+        self
+    }
+    /// See [`FieldSpec::bulk`]: the value stays out of audit records and events.
+    pub const fn bulk(mut self) -> Self {
+        self.bulk = true;
         self
     }
 }
@@ -145,6 +154,10 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Default + Send + Sync
 pub type HookFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
 
+/// The future of a collection's [`Collection::set_ref`].
+pub type RefFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'a>>;
+
 /// Fields every resource has, filterable and sortable.
 pub const META_FIELDS: &[FieldSpec] = &[
     FieldSpec::new("create_time", "create_time", Kind::Time)
@@ -207,6 +220,10 @@ pub struct Collection {
     /// Whether a record missing every field decodes (each field has a serde default, as
     /// field rules and older rows need); checked by the drift tests.
     pub decodes_partial: fn() -> bool,
+    /// Changes one record's reference field from one record to another as the system, in a
+    /// transaction, audited and evented as an update by the caller (see
+    /// [`Tx::repoint_references`]); false when the field no longer held `from`.
+    pub set_ref: for<'a> fn(&'a Tx<'a>, Uuid, &'static str, Uuid, Uuid) -> RefFuture<'a>,
 }
 
 impl Collection {
@@ -223,6 +240,7 @@ impl Collection {
             name_key: R::NAME_KEY,
             sample: || serde_json::to_value(R::default()).unwrap_or_default(),
             decodes_partial: || serde_json::from_value::<R>(serde_json::json!({})).is_ok(),
+            set_ref: crate::service::set_ref_of::<R>,
         }
     }
 

@@ -219,6 +219,68 @@ pub(crate) async fn update<R: Resource, C: ConnectionTrait>(
     Ok(conn.execute(&q).await?.rows_affected() == 1)
 }
 
+/// A soft-deleted record, locked for the rest of the transaction (PostgreSQL).
+pub(crate) async fn fetch_deleted_for_update<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<(Meta, Map<String, Json>)>> {
+    let mut q = Query::select();
+    q.from(R::TABLE)
+        .columns(["id", "revision", "create_time", "update_time"])
+        .columns(R::FIELDS.iter().map(|f| f.column))
+        .and_where(Expr::col("tenant_id").eq(tenant))
+        .and_where(Expr::col("id").eq(id))
+        .and_where(Expr::col("delete_time").is_not_null())
+        .lock_exclusive();
+    match conn.query_one(&q).await? {
+        Some(row) => decode::<R>(&row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Clears a soft delete and bumps the revision, only if the revision is still `expected`.
+pub(crate) async fn undelete<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    id: Uuid,
+    expected: i64,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let mut q = Query::update();
+    q.table(col(R::TABLE))
+        .value(col("revision"), expected + 1)
+        .value(col("update_time"), now)
+        .value(col("delete_time"), Option::<DateTime<Utc>>::None)
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col("id")).eq(id))
+        .and_where(Expr::col(col("revision")).eq(expected))
+        .and_where(Expr::col(col("delete_time")).is_not_null());
+    Ok(conn.execute(&q).await?.rows_affected() == 1)
+}
+
+/// Ids of the tenant's live rows of `table` whose `column` is `value`.
+pub(crate) async fn ids_referring<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    table: &str,
+    column: &str,
+    value: Uuid,
+) -> Result<Vec<Uuid>> {
+    let mut q = Query::select();
+    q.column(col("id"))
+        .from(col(table))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col(column)).eq(value))
+        .and_where(Expr::col(col("delete_time")).is_null())
+        .order_by(col("id"), Order::Asc);
+    conn.query_all(&q)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<Uuid>("", "id").map_err(Error::from))
+        .collect()
+}
+
 pub(crate) async fn soft_delete<R: Resource, C: ConnectionTrait>(
     conn: &C,
     tenant: &str,

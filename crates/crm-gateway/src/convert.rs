@@ -210,6 +210,24 @@ pub fn email_out(e: crm_core::model::Email) -> crm_api::v1::Email {
     }
 }
 
+/// A JSON value as a `google.protobuf.Value`.
+pub fn json_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(json_value).collect(),
+        }),
+        serde_json::Value::Object(m) => Kind::StructValue(prost_types::Struct {
+            fields: m.iter().map(|(k, v)| (k.clone(), json_value(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

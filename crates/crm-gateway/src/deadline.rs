@@ -18,6 +18,10 @@
 //!
 //! Server-streaming responses are bounded until their first message is ready (the handler's
 //! future), not for the whole stream.
+//!
+//! Client-streaming uploads ([`UNBOUNDED_UPLOADS`]) last as long as the client takes to send
+//! the file: they are bounded by the client's own deadline only, and their handler bounds
+//! each database step (and the wait for the next message) itself.
 
 use crate::status::status;
 use crm_core::db::not_answered;
@@ -26,6 +30,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::{Layer, Service};
+
+/// Client-streaming methods not bounded by the database limit (see the module documentation).
+pub const UNBOUNDED_UPLOADS: &[&str] = &["/crm.v1.ImportService/UploadImportFile"];
 
 /// Bounds every RPC by `limit` (and by the client's `grpc-timeout` when that is shorter).
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +90,21 @@ where
         let client = grpc_timeout(req.headers());
         let path = req.uri().path().to_owned();
         let fut = self.inner.call(req);
+        if UNBOUNDED_UPLOADS.contains(&path.as_str()) {
+            return Box::pin(async move {
+                match client {
+                    None => fut.await,
+                    Some(bound) => match tokio::time::timeout(bound, fut).await {
+                        Ok(res) => res,
+                        Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                            "the client's deadline of {} ms passed; the call was cancelled",
+                            bound.as_millis()
+                        ))
+                        .into_http()),
+                    },
+                }
+            });
+        }
         Box::pin(async move {
             let (bound, clients_own) = match client {
                 Some(c) if c < limit => (c, true),

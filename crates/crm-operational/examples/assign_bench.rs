@@ -61,6 +61,7 @@ fn rule_set() -> RuleSet {
             }
             if i % 3 == 0 {
                 when.deal_size = Some(DealSizeRange {
+                    currency: "EUR".into(),
                     min: Some(10_000),
                     max: Some(10_000_000),
                 });
@@ -107,6 +108,7 @@ fn leads() -> Vec<LeadProfile> {
             product_groups: vec![format!("product-{}", i % 25), "product-root".into()],
             customer_groups: vec![format!("customer-{}", i % 20)],
             deal_size: Some(50_000 + i as i64 * 1_000),
+            deal_currency: "EUR".into(),
             grade: Some(if i % 2 == 0 { Grade::Hot } else { Grade::Cold }),
             skills: vec!["german".into()],
         })

@@ -29,7 +29,12 @@ pub const KEY_SPACE: &str = "match";
 pub const MATCHED: [&str; 3] = ["leads", "contacts", "accounts"];
 /// Most candidate records scored per new lead (the rarest keys are not preferred: a key
 /// shared by more records than this is too common to tell anything).
-const MAX_CANDIDATES: u64 = 200;
+/// Candidates fetched and scored per check, those sharing the most blocking keys first.
+const MAX_CANDIDATES: usize = 100;
+/// A blocking key more records than this have is a stop key: skipped (too common to tell
+/// records apart, e.g. a switchboard number or a common name in a big city), so a check
+/// reads a bounded number of index entries whatever the tenant's size.
+pub const STOP_KEY_AT: u64 = 64;
 /// Most duplicates kept on a lead.
 const MAX_KEPT: usize = 10;
 
@@ -168,45 +173,37 @@ pub async fn candidates(
         Ok(Json::Object(o)) => o,
         _ => return Err(Error::internal("a lead did not serialise to an object")),
     };
-    let me = record_of("leads", &obj);
+    candidates_of(tx, "leads", &obj, except, policy, &MATCHED).await
+}
+
+/// Scores a record of `collection` (its stored JSON object) against the records of
+/// `within` sharing one of its blocking keys (`except` left out), read in `tx` as the
+/// system. The policy's thresholds decide; candidates are not filtered by the caller's
+/// rights (see [`find_for_record`] for that).
+pub async fn candidates_of(
+    tx: &Tx<'_>,
+    collection: &str,
+    obj: &Map<String, Json>,
+    except: Option<Uuid>,
+    policy: &DuplicatePolicy,
+    within: &[&str],
+) -> Result<DuplicateCheck> {
+    let me = record_of(collection, obj);
     let keys = keys_of(&me);
     let found = tx
-        .records_with_keys(KEY_SPACE, &keys, &MATCHED, MAX_CANDIDATES)
+        .records_with_keys(KEY_SPACE, &keys, within, STOP_KEY_AT, MAX_CANDIDATES + 1)
         .await?;
     let mut by: HashMap<&str, Vec<Uuid>> = HashMap::new();
-    for (c, id) in &found {
-        if Some(*id) != except {
-            by.entry(c.as_str()).or_default().push(*id);
+    for m in &found.records {
+        if Some(m.id) != except {
+            by.entry(m.collection.as_str()).or_default().push(m.id);
         }
     }
     let mut records: Vec<(String, MatchRecord)> = Vec::new();
     for (c, ids) in by {
         let cond = Condition::all().add(Expr::col("id").is_in(ids));
-        let objs: Vec<(Uuid, Json)> = match c {
-            "leads" => tx
-                .find::<Lead>(cond, MAX_CANDIDATES)
-                .await?
-                .into_iter()
-                .map(|r| (r.meta.id, serde_json::to_value(r.data).unwrap_or_default()))
-                .collect(),
-            "contacts" => tx
-                .find::<Contact>(cond, MAX_CANDIDATES)
-                .await?
-                .into_iter()
-                .map(|r| (r.meta.id, serde_json::to_value(r.data).unwrap_or_default()))
-                .collect(),
-            "accounts" => tx
-                .find::<Account>(cond, MAX_CANDIDATES)
-                .await?
-                .into_iter()
-                .map(|r| (r.meta.id, serde_json::to_value(r.data).unwrap_or_default()))
-                .collect(),
-            _ => Vec::new(),
-        };
-        for (id, o) in objs {
-            if let Json::Object(o) = o {
-                records.push((format!("{c}/{id}"), record_of(c, &o)));
-            }
+        for (id, o) in objects(tx, c, cond, MAX_CANDIDATES as u64).await? {
+            records.push((format!("{c}/{id}"), record_of(c, &o)));
         }
     }
     let mine = PreparedRecord::new(&me);
@@ -240,6 +237,10 @@ pub async fn candidates(
 }
 
 /// The tenant's active duplicate policy, or the defaults.
+pub async fn policy_of(tx: &Tx<'_>) -> Result<DuplicatePolicy> {
+    active_policy(tx).await
+}
+
 async fn active_policy(tx: &Tx<'_>) -> Result<DuplicatePolicy> {
     Ok(crate::active::active::<LeadDuplicatePolicy>(tx)
         .await?
@@ -400,37 +401,136 @@ impl Resource for LeadDuplicatePolicy {
     }
 }
 
-/// The records lead `id` may duplicate now, under the caller's rights: the lead must be
-/// readable, and candidates the caller may not read are left out.
+/// The duplicates of the lead `id` among the tenant's leads, contacts and accounts, as
+/// the caller may see them (see [`find_for_record`]).
 pub async fn find_for(ctx: &crm_core::service::Ctx, id: Uuid) -> Result<DuplicateCheck> {
-    let lead = ctx.get::<Lead>(id).await?;
+    find_for_record(ctx, "leads", id).await
+}
+
+/// The stored JSON object of a record of a matched collection, read as the system; NOT_FOUND
+/// when there is none.
+pub async fn stored_object(tx: &Tx<'_>, collection: &str, id: Uuid) -> Result<Map<String, Json>> {
+    objects(
+        tx,
+        collection,
+        Condition::all().add(Expr::col("id").eq(id)),
+        1,
+    )
+    .await?
+    .into_iter()
+    .next()
+    .map(|(_, o)| o)
+    .ok_or_else(|| Error::not_found(format!("{collection}/{id}")))
+}
+
+/// Live records of a matched collection meeting `cond`, in id order, at most `limit`, as
+/// (id, stored JSON object), read in `tx` as the system; none for another collection.
+pub async fn objects(
+    tx: &Tx<'_>,
+    collection: &str,
+    cond: Condition,
+    limit: u64,
+) -> Result<Vec<(Uuid, Map<String, Json>)>> {
+    fn plain<R: Serialize>(
+        v: Vec<crm_core::resource::Record<R>>,
+    ) -> Vec<(Uuid, Map<String, Json>)> {
+        v.into_iter()
+            .filter_map(|r| match serde_json::to_value(&r.data) {
+                Ok(Json::Object(o)) => Some((r.meta.id, o)),
+                _ => None,
+            })
+            .collect()
+    }
+    Ok(match collection {
+        "leads" => plain(tx.find::<Lead>(cond, limit).await?),
+        "contacts" => plain(tx.find::<Contact>(cond, limit).await?),
+        "accounts" => plain(tx.find::<Account>(cond, limit).await?),
+        _ => Vec::new(),
+    })
+}
+
+/// Whether the caller may read the record `collection`/`id`.
+pub async fn readable(ctx: &crm_core::service::Ctx, collection: &str, id: Uuid) -> bool {
+    match collection {
+        "leads" => ctx.get::<Lead>(id).await.is_ok(),
+        "contacts" => ctx.get::<Contact>(id).await.is_ok(),
+        "accounts" => ctx.get::<Account>(id).await.is_ok(),
+        _ => false,
+    }
+}
+
+/// The record fields a match field compares, per collection.
+fn fields_of(f: matching::MatchField, collection: &str) -> &'static [&'static str] {
+    use matching::MatchField as M;
+    match (f, collection) {
+        (M::Name, _) => &["given_name", "family_name", "display_name"],
+        (M::Company, "accounts") => &["display_name"],
+        (M::Company, _) => &["company"],
+        (M::Email, _) => &["emails"],
+        (M::Phone, _) => &["phones"],
+        (M::BirthDate, _) => &["birth_date"],
+        (M::Street | M::Postcode | M::City, "leads") => &["address"],
+        (M::Street | M::Postcode | M::City, _) => &["addresses"],
+    }
+}
+
+/// Blanks the compared values of fields the caller may not read on either side (the
+/// similarity and weight stay: they say how it compared, not what it is).
+pub fn redact(ctx: &crm_core::service::Ctx, left: &str, c: &mut DuplicateCandidate) {
+    let reg = crm_core::registry::registry();
+    let right = c.record.split('/').next().unwrap_or_default().to_owned();
+    let hidden = |collection: &str, f: matching::MatchField| {
+        reg.collection(collection).is_some_and(|col| {
+            fields_of(f, collection)
+                .iter()
+                .any(|name| !ctx.may_read_field(col, name))
+        })
+    };
+    for e in &mut c.evidence {
+        if hidden(left, e.field) {
+            e.left.clear();
+        }
+        if hidden(&right, e.field) {
+            e.right.clear();
+        }
+    }
+}
+
+/// The duplicates of the record `collection`/`id` (leads, contacts or accounts) among the
+/// tenant's leads, contacts and accounts, as the caller may see them: the record must be
+/// readable, candidates the caller may not read are left out, and compared values of
+/// fields hidden from the caller are blanked.
+pub async fn find_for_record(
+    ctx: &crm_core::service::Ctx,
+    collection: &str,
+    id: Uuid,
+) -> Result<DuplicateCheck> {
+    if !MATCHED.contains(&collection) {
+        return Err(Error::invalid(
+            "name",
+            "duplicates are found for leads, contacts and accounts",
+        ));
+    }
+    if !readable(ctx, collection, id).await {
+        return Err(Error::not_found(format!("{collection}/{id}")));
+    }
     let tx = ctx.begin().await?;
     let policy = active_policy(&tx).await?;
-    // The stored lead, not the caller's masked view of it.
-    let stored = tx
-        .find::<Lead>(Condition::all().add(Expr::col("id").eq(lead.meta.id)), 1)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::not_found(format!("leads/{id}")))?;
-    let mut check = candidates(&tx, &stored.data, Some(id), &policy).await?;
+    // The stored record, not the caller's masked view of it.
+    let stored = stored_object(&tx, collection, id).await?;
+    let mut check = candidates_of(&tx, collection, &stored, Some(id), &policy, &MATCHED).await?;
     drop(tx);
     let mut visible = Vec::with_capacity(check.candidates.len());
-    for c in check.candidates {
-        let Some((collection, rid)) = c
+    for mut c in check.candidates {
+        let Some((other, rid)) = c
             .record
             .split_once('/')
-            .and_then(|(c, i)| Some((c, Uuid::try_parse(i).ok()?)))
+            .and_then(|(c, i)| Some((c.to_owned(), Uuid::try_parse(i).ok()?)))
         else {
             continue;
         };
-        let readable = match collection {
-            "leads" => ctx.get::<Lead>(rid).await.is_ok(),
-            "contacts" => ctx.get::<Contact>(rid).await.is_ok(),
-            "accounts" => ctx.get::<Account>(rid).await.is_ok(),
-            _ => false,
-        };
-        if readable {
+        if readable(ctx, &other, rid).await {
+            redact(ctx, collection, &mut c);
             visible.push(c);
         }
     }

@@ -132,6 +132,13 @@ pub struct Lead {
     pub escalated_to: Option<Uuid>,
     /// When it was escalated (output only).
     pub escalate_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it was first worked on (output only): the moment it first left NEW, which
+    /// logging its first activity does (see [`crate::activity`]); kept afterwards. Empty for
+    /// a lead still NEW, and for one created beyond NEW (touched before it was captured).
+    pub first_touch_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The deal the lead may bring, when known: routing rules may match on its size (in
+    /// the rule's currency).
+    pub expected_value: Option<crate::opportunity::Amount>,
 }
 
 /// One grading rule that gave a lead points.
@@ -237,6 +244,8 @@ impl Resource for Lead {
         FieldSpec::new("convert_time", "convert_time", Kind::Time).sort(),
         FieldSpec::new("escalated_to", "escalated_to_id", Kind::Ref("users")).filter(),
         FieldSpec::new("escalate_time", "escalate_time", Kind::Time).sort(),
+        FieldSpec::new("first_touch_time", "first_touch_time", Kind::Time).sort(),
+        FieldSpec::new("expected_value", "expected_value", Kind::Json),
     ];
 
     fn validate(&mut self) -> Result<()> {
@@ -283,6 +292,18 @@ impl Resource for Lead {
                 format!("at most {} entries", validate::MAX_LIST_LEN),
             );
         }
+        if let Some(a) = &mut self.expected_value {
+            a.currency_code = a.currency_code.trim().to_ascii_uppercase();
+            if a.minor < 0 {
+                v.add("expected_value", "must not be negative");
+            }
+            if iso_currency::Currency::from_code(&a.currency_code).is_none() {
+                v.add(
+                    "expected_value.currency_code",
+                    "is not an ISO 4217 currency code",
+                );
+            }
+        }
         v.into_result()
     }
 
@@ -313,6 +334,15 @@ impl Resource for Lead {
                 data.escalated_to = o.escalated_to;
                 data.escalate_time = o.escalate_time;
             }
+            // The first touch is the system's: the moment the lead first leaves NEW (an
+            // activity logged on a NEW lead moves it to WORKING in the same transaction).
+            data.first_touch_time = match old {
+                None => None,
+                Some(o) => o.first_touch_time.or_else(|| {
+                    (o.status == LeadStatus::New && data.status != LeadStatus::New)
+                        .then(|| tx.ctx().clock.now())
+                }),
+            };
             // Conversion is [`convert`]'s: it alone sets what the lead became, once.
             match old {
                 Some(o) if o.status == LeadStatus::Converted => {
@@ -540,6 +570,26 @@ pub const SCHEMA: &[SchemaChange] = &[SchemaChange::new(
         "CREATE INDEX leads_owner_status ON leads (tenant_id, owner_id, status)",
     ],
 )];
+
+/// The first-touch time of leads (`first_touch_time`), a change of its own after every table
+/// of the crate (its backfill reads activities): a lead already followed up gets its first
+/// activity's creation time; one moved off NEW without an activity before this change keeps
+/// none (it still counts as contacted, see [`crate::effectiveness`]).
+pub const FIRST_TOUCH_SCHEMA: SchemaChange = SchemaChange::new(
+    "m20261202_100001_lead_first_touch",
+    &[
+        "ALTER TABLE leads ADD COLUMN first_touch_time TIMESTAMPTZ NULL",
+        "UPDATE leads SET first_touch_time = (SELECT MIN(a.create_time) FROM activities a \
+         WHERE a.tenant_id = leads.tenant_id AND a.lead_id = leads.id) \
+         WHERE first_touch_time IS NULL",
+    ],
+);
+
+/// Leads' expected deal value (routing by deal size).
+pub const EXPECTED_VALUE_SCHEMA: SchemaChange = SchemaChange::new(
+    "m20261202_100002_lead_expected_value",
+    &["ALTER TABLE leads ADD COLUMN expected_value TEXT NOT NULL DEFAULT 'null'"],
+);
 
 /// What a conversion made.
 #[derive(Debug, Clone)]

@@ -3,11 +3,23 @@
 //! (territories containing the lead's region, product groups of its product interest, the
 //! candidates' status, capacity and open leads, the round-robin counters).
 //!
-//! **Serialisation.** A decision takes the tenant's counter `assignment:<rule set>` with
-//! [`Tx::lock_counter`] before it reads the candidates' loads, and holds it until the lead is
-//! committed: routed creates of one tenant take turns (on every replica), so round-robin
-//! positions advance exactly once per lead and a capacity limit is never exceeded by routing.
-//! Leads given to someone by hand (an explicit `owner`) do not take the counter and count
+//! **Concurrency.** Routed creates do not take turns as a whole: each decision reads the
+//! candidates' loads as committed, then
+//! - a round-robin (or weighted) rule takes its next position as a *ticket*
+//!   ([`Tx::take_ticket`], key `assignment:<rule set>:<rule>`), on PostgreSQL in its own
+//!   short statement: no two leads get the same position, on any replica, and nobody waits
+//!   for another lead's commit; a lead that rolls back leaves its position unused;
+//! - candidates' loads come from counters of open leads per owner (`lead-load:<user>`),
+//!   kept in every lead write's transaction by the write observer [`keep_load`] and counted
+//!   from the leads table once when missing, so a decision costs the same at any number of
+//!   leads;
+//! - when the chosen owner has a capacity limit, the decision takes that owner's counter
+//!   with [`Tx::lock_counter`] (held to commit), reads the exact load there and, if they are
+//!   full, decides again without them. Routed creates for one capacity-bound owner take
+//!   turns; for different owners they run side by side. A capacity limit is therefore never
+//!   exceeded by routing.
+//!
+//! Leads given to someone by hand (an explicit `owner`) do not take these counters and count
 //! towards loads once committed.
 
 use crate::assignment::{
@@ -216,9 +228,10 @@ fn compiled(
 /// Lead statuses that count towards an owner's load.
 const OPEN: [LeadStatus; 3] = [LeadStatus::New, LeadStatus::Working, LeadStatus::Nurturing];
 
-/// Decides the owner of `lead` with the tenant's active rule set, inside `tx` (taking the
-/// rule set's counter, see the module doc). `None` when the tenant has no active rule set.
-/// With `commit_counters` false nothing is stored (a dry run).
+/// Decides the owner of `lead` with the tenant's active rule set, inside `tx` (taking a
+/// round-robin ticket and the chosen owner's capacity counter, see the module doc). `None`
+/// when the tenant has no active rule set. With `commit_counters` false no ticket is taken
+/// (a dry run reads the rule's position instead).
 pub async fn route(
     tx: &Tx<'_>,
     lead: &Lead,
@@ -229,9 +242,6 @@ pub async fn route(
     };
     let set_id = set.meta.id;
     let engine = compiled(tx.ctx().tenant(), set_id, set.meta.revision, &set.data)?;
-    // Routed creates of the tenant take turns from here to their commit.
-    let lock_key = format!("assignment:{set_id}");
-    tx.lock_counter(&lock_key).await?;
 
     let profile = profile(tx, lead).await?;
     // A first pass names the matching rules; their targets are the candidates to look up.
@@ -249,26 +259,52 @@ pub async fn route(
         .filter(|r| wanted.contains(r.id.as_str()))
         .flat_map(|r| r.targets.iter().map(|t| t.owner.id))
         .collect();
-    let workload = workload(tx, &candidates).await?;
-    let first = engine.decide(&profile, &workload, &RotationState::default());
-    // The winning rule's round-robin position, then the decision with it.
-    let (decision, counter) = match (&first.rule, &first.counter) {
-        (Some(rule), Some(_)) => {
+    let mut workload = workload(tx, &candidates).await?;
+    let mut rotation = RotationState::default();
+    let mut ticketed: BTreeSet<String> = BTreeSet::new();
+    let mut locked: BTreeSet<Uuid> = BTreeSet::new();
+    // Each pass either takes a rule's ticket or one owner's capacity counter, each at most
+    // once, so this many passes always reach a decision that needs neither.
+    let passes = set.data.rules.len() + candidates.len() + 1;
+    let mut decision = engine.decide(&profile, &workload, &rotation);
+    for _ in 0..passes {
+        if let (Some(rule), Some(_)) = (&decision.rule, &decision.counter)
+            && !ticketed.contains(rule)
+        {
             let key = format!("assignment:{set_id}:{rule}");
-            let at = tx.lock_counter(&key).await?;
-            let mut rotation = RotationState::default();
+            let position = if commit_counters {
+                tx.take_ticket(&key).await? - 1
+            } else {
+                tx.lock_counter(&key).await?
+            };
             rotation
                 .counters
-                .insert(rule.clone(), u64::try_from(at).unwrap_or(0));
-            let d = engine.decide(&profile, &workload, &rotation);
-            let next = d.counter.as_ref().map(|c| (key, c.next));
-            (d, next)
+                .insert(rule.clone(), u64::try_from(position).unwrap_or(0));
+            ticketed.insert(rule.clone());
+            decision = engine.decide(&profile, &workload, &rotation);
+            continue;
         }
-        _ => (first, None),
-    };
-    if commit_counters && let Some((key, next)) = counter {
-        tx.set_counter(&key, i64::try_from(next).unwrap_or(i64::MAX))
-            .await?;
+        let owner = decision.owner.id;
+        let capacity = workload
+            .candidates
+            .get(&owner)
+            .and_then(|c| c.capacity)
+            .filter(|_| decision.via == Via::Rule);
+        if let Some(capacity) = capacity
+            && commit_counters
+            && locked.insert(owner)
+        {
+            loads(tx, &[owner]).await?;
+            let load = u32::try_from(tx.lock_counter(&load_key(owner)).await?).unwrap_or(0);
+            if let Some(c) = workload.candidates.get_mut(&owner) {
+                c.load = load;
+            }
+            if load >= capacity {
+                decision = engine.decide(&profile, &workload, &rotation);
+                continue;
+            }
+        }
+        break;
     }
     Ok(Some(AssignmentDecision {
         rule_set: Some(set_id),
@@ -338,7 +374,12 @@ async fn profile(tx: &Tx<'_>, lead: &Lead) -> Result<LeadProfile> {
         territories,
         product_groups: product_groups.into_iter().collect(),
         customer_groups: Vec::new(),
-        deal_size: None,
+        deal_size: lead.expected_value.as_ref().map(|a| a.minor),
+        deal_currency: lead
+            .expected_value
+            .as_ref()
+            .map(|a| a.currency_code.clone())
+            .unwrap_or_default(),
         grade: match lead.grade {
             LeadGrade::Hot => Some(Grade::Hot),
             LeadGrade::Warm => Some(Grade::Warm),
@@ -380,7 +421,7 @@ async fn workload(tx: &Tx<'_>, ids: &BTreeSet<Uuid>) -> Result<Workload> {
             10_000,
         )
         .await?;
-    let loads = open_leads(tx, &list).await?;
+    let loads = loads(tx, &list).await?;
     for u in users {
         w.candidates.insert(
             u.meta.id,
@@ -393,6 +434,88 @@ async fn workload(tx: &Tx<'_>, ids: &BTreeSet<Uuid>) -> Result<Workload> {
         );
     }
     Ok(w)
+}
+
+/// The tenant's counter of `owner`'s open leads (kept by [`keep_load`]).
+pub fn load_key(owner: Uuid) -> String {
+    format!("lead-load:{owner}")
+}
+
+/// Open leads of each of `owners`, from their counters; a counter missing (an owner who
+/// had none yet, or leads from before counters were kept) is counted from the leads table
+/// once and created.
+pub async fn loads(tx: &Tx<'_>, owners: &[Uuid]) -> Result<HashMap<Uuid, u32>> {
+    let keys: Vec<String> = owners.iter().map(|o| load_key(*o)).collect();
+    let mut have = tx.counters(&keys).await?;
+    let missing: Vec<Uuid> = owners
+        .iter()
+        .filter(|o| !have.contains_key(&load_key(**o)))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        let counted = open_leads(tx, &missing).await?;
+        for o in &missing {
+            let n = counted.get(o).copied().unwrap_or(0);
+            tx.init_counter(&load_key(*o), i64::from(n)).await?;
+        }
+        have = tx.counters(&keys).await?;
+    }
+    Ok(owners
+        .iter()
+        .map(|o| {
+            let n = have.get(&load_key(*o)).copied().unwrap_or(0);
+            (*o, u32::try_from(std::cmp::max(n, 0)).unwrap_or(u32::MAX))
+        })
+        .collect())
+}
+
+/// The owner a lead counts for: its owner while it is open.
+fn open_owner(o: &serde_json::Map<String, serde_json::Value>) -> Option<Uuid> {
+    let status = o.get("status").and_then(serde_json::Value::as_str)?;
+    if !OPEN.iter().any(|s| s.as_str() == status) {
+        return None;
+    }
+    o.get("owner")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| Uuid::try_parse(s).ok())
+}
+
+/// Write observer of leads: keeps each owner's open-lead counter ([`load_key`]) with the
+/// write. It runs after the lead's row, audit record and event, so the counter (locked by
+/// the change until commit) is held for as short a time as the transaction allows.
+pub fn keep_load<'a>(tx: &'a Tx<'a>, e: crm_core::registry::WriteEvent<'a>) -> HookFuture<'a> {
+    Box::pin(async move {
+        use crm_core::journal::AuditAction as A;
+        let before = match e.action {
+            A::Update => e.old.and_then(open_owner),
+            A::Delete => open_owner(e.record),
+            A::Create | A::Undelete => None,
+        };
+        let after = match e.action {
+            A::Delete => None,
+            _ => open_owner(e.record),
+        };
+        if before == after {
+            return Ok(());
+        }
+        for (owner, delta) in [(before, -1), (after, 1)] {
+            let Some(owner) = owner else { continue };
+            let key = load_key(owner);
+            if tx.counters(std::slice::from_ref(&key)).await?.is_empty() {
+                // Counted now, this write included: nothing to add.
+                let n = open_leads(tx, &[owner])
+                    .await?
+                    .get(&owner)
+                    .copied()
+                    .unwrap_or(0);
+                if tx.init_counter(&key, i64::from(n)).await? {
+                    continue;
+                }
+            }
+            tx.add_to_counter(&key, delta).await?;
+        }
+        Ok(())
+    })
 }
 
 /// Open leads per owner among `owners`: one grouped count, read in the transaction.

@@ -230,9 +230,67 @@ impl TestServer {
         v1::lead_service_client::LeadServiceClient::new(self.channel.clone())
     }
 
+    /// A client of `crm.v1.DuplicateService`.
+    pub fn duplicates(&self) -> v1::duplicate_service_client::DuplicateServiceClient<Channel> {
+        v1::duplicate_service_client::DuplicateServiceClient::new(self.channel.clone())
+    }
+
+    /// A client of `crm.v1.MergeService`.
+    pub fn merges(&self) -> v1::merge_service_client::MergeServiceClient<Channel> {
+        v1::merge_service_client::MergeServiceClient::new(self.channel.clone())
+    }
+
     /// A client of `crm.v1.AnalyticsService`.
     pub fn analytics(&self) -> v1::analytics_service_client::AnalyticsServiceClient<Channel> {
         v1::analytics_service_client::AnalyticsServiceClient::new(self.channel.clone())
+    }
+
+    /// A client of `crm.v1.ImportService`.
+    pub fn imports(&self) -> v1::import_service_client::ImportServiceClient<Channel> {
+        v1::import_service_client::ImportServiceClient::new(self.channel.clone())
+    }
+
+    /// A client of `crm.v1.TimelineService`.
+    pub fn timeline(&self) -> v1::timeline_service_client::TimelineServiceClient<Channel> {
+        v1::timeline_service_client::TimelineServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// A client of `crm.v1.CaseService`.
+    pub fn cases(&self) -> v1::case_service_client::CaseServiceClient<Channel> {
+        v1::case_service_client::CaseServiceClient::new(self.channel.clone())
+    }
+
+    /// The operation `name` once it is done, waited for with `WaitOperation` in 2 s steps
+    /// (panics after two minutes).
+    pub async fn wait_operation(
+        &self,
+        token: &str,
+        name: &str,
+    ) -> crm_api::google::longrunning::Operation {
+        use crm_api::google::longrunning as lro;
+        let mut ops = lro::operations_client::OperationsClient::new(self.channel.clone());
+        for _ in 0..60 {
+            let op = ops
+                .wait_operation(crate::req(
+                    token,
+                    lro::WaitOperationRequest {
+                        name: name.into(),
+                        timeout: Some(prost_types::Duration {
+                            seconds: 2,
+                            nanos: 0,
+                        }),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            if op.done {
+                return op;
+            }
+        }
+        panic!("operation {name} did not finish")
     }
 
     /// Rows of a table for a tenant (deleted ones included).

@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
-pub use write::Tx;
+pub use write::{KeyMatch, KeyMatches, RefChange, Tx, set_ref_of};
 
 /// Everything a use case needs to know about the request it serves.
 pub struct Ctx {

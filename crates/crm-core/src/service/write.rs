@@ -256,7 +256,7 @@ impl Ctx {
         etag: &str,
     ) -> Result<Record<R>> {
         let tx = self.begin().await?;
-        let rec = tx.update_unmasked(id, patch, mask, etag).await?;
+        let rec = tx.update_unmasked(id, patch, mask, etag, false).await?;
         tx.commit().await?;
         self.mask_record(rec)
     }
@@ -353,6 +353,11 @@ impl Ctx {
         let named: Vec<FieldChange> = changes
             .iter()
             .map(|c| match resource::field::<R>(&c.field) {
+                Some(f) if f.bulk => FieldChange {
+                    field: c.field.clone(),
+                    old: journal::bulk_digest(&c.old),
+                    new: journal::bulk_digest(&c.new),
+                },
                 Some(f) => FieldChange {
                     field: c.field.clone(),
                     old: journal::named_refs(f.kind, &c.old),
@@ -394,7 +399,17 @@ impl Ctx {
             "revision": meta.revision,
             "actor": format!("users/{}", self.principal.user),
             "changed_fields": changes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(),
-            "data": if action == AuditAction::Delete { Json::Null } else { Json::Object(obj.clone()) },
+            "data": if action == AuditAction::Delete {
+                Json::Null
+            } else {
+                let mut data = obj.clone();
+                for f in R::FIELDS.iter().filter(|f| f.bulk) {
+                    if let Some(v) = data.get_mut(f.name) {
+                        *v = journal::bulk_digest(v);
+                    }
+                }
+                Json::Object(data)
+            },
         });
         journal::write_event(
             conn,
@@ -407,6 +422,62 @@ impl Ctx {
         )
         .await
     }
+}
+
+/// A reference changed by [`Tx::repoint_references`]: `field` of `collection`/`id`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefChange {
+    /// The collection of the record changed.
+    pub collection: String,
+    /// The record changed.
+    pub id: Uuid,
+    /// Its reference field.
+    pub field: String,
+}
+
+/// [`Collection::set_ref`] of `R` (what [`Collection::of`] puts there).
+pub fn set_ref_of<'a, R: Resource>(
+    tx: &'a Tx<'a>,
+    id: Uuid,
+    field: &'static str,
+    from: Uuid,
+    to: Uuid,
+) -> crate::resource::RefFuture<'a> {
+    Box::pin(async move {
+        let Some((meta, mut obj)) =
+            store::fetch_for_update::<R, _>(tx.conn(), tx.ctx.tenant(), id).await?
+        else {
+            return Ok(false);
+        };
+        if ref_of(&obj, field) != Some(from) {
+            return Ok(false);
+        }
+        obj.insert(field.to_owned(), Json::String(to.to_string()));
+        let patch: R = store::from_object(obj)?;
+        tx.update_unmasked(id, patch, &[field.to_owned()], &meta.etag(), true)
+            .await?;
+        Ok(true)
+    })
+}
+
+/// A record found by [`Tx::records_with_keys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMatch {
+    /// The record's collection.
+    pub collection: String,
+    /// The record's id.
+    pub id: Uuid,
+    /// How many of the looked-up keys it has.
+    pub shared: u32,
+}
+
+/// What [`Tx::records_with_keys`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyMatches {
+    /// The records, those sharing the most keys first.
+    pub records: Vec<KeyMatch>,
+    /// The keys skipped because more records than the lookup's `per_key` have them.
+    pub stop_keys: Vec<String>,
 }
 
 /// A write transaction: the handle a use case with several writes holds and passes on
@@ -487,30 +558,42 @@ impl<'c> Tx<'c> {
     /// interleave with others of their kind: round-robin assignment, capacity limits,
     /// numbering. Store the next value with [`Tx::set_counter`].
     pub async fn lock_counter(&self, key: &str) -> Result<i64> {
+        self.upsert_counter(key, 0, 0, false).await
+    }
+
+    /// `INSERT` the tenant's counter `key` at `start`, or add `delta` to it, and return its
+    /// value: the one statement behind [`Tx::lock_counter`] (0, 0: the row is locked, not
+    /// changed), [`Tx::add_to_counter`] and [`Tx::take_ticket`]. With `side` it runs on
+    /// PostgreSQL's side pool, outside this transaction.
+    async fn upsert_counter(&self, key: &str, start: i64, delta: i64, side: bool) -> Result<i64> {
+        let backend = self.conn().get_database_backend();
+        let sql = match backend {
+            sea_orm::DbBackend::Postgres => {
+                "INSERT INTO counters (tenant_id, counter_key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id, counter_key) DO UPDATE SET value = counters.value + $4 \
+                 RETURNING value"
+            }
+            _ => {
+                "INSERT INTO counters (tenant_id, counter_key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (tenant_id, counter_key) DO UPDATE SET value = counters.value + ?4 \
+                 RETURNING value"
+            }
+        };
         let stmt = sea_orm::Statement::from_sql_and_values(
-            self.conn().get_database_backend(),
-            match self.conn().get_database_backend() {
-                sea_orm::DbBackend::Postgres => {
-                    "INSERT INTO counters (tenant_id, counter_key, value) VALUES ($1, $2, 0) \
-                     ON CONFLICT (tenant_id, counter_key) DO UPDATE SET value = counters.value \
-                     RETURNING value"
-                }
-                _ => {
-                    "INSERT INTO counters (tenant_id, counter_key, value) VALUES (?, ?, 0) \
-                     ON CONFLICT (tenant_id, counter_key) DO UPDATE SET value = counters.value \
-                     RETURNING value"
-                }
-            },
+            backend,
+            sql,
             [
                 sea_orm::Value::from(self.ctx.tenant()),
                 sea_orm::Value::from(key),
+                sea_orm::Value::from(start),
+                sea_orm::Value::from(delta),
             ],
         );
-        let row = self
-            .conn()
-            .query_one_raw(stmt)
-            .await?
-            .ok_or_else(|| Error::internal("the counter upsert returned no row"))?;
+        let row = match (side, backend, self.ctx.db.side()) {
+            (true, sea_orm::DbBackend::Postgres, Some(pool)) => pool.query_one_raw(stmt).await?,
+            _ => self.conn().query_one_raw(stmt).await?,
+        };
+        let row = row.ok_or_else(|| Error::internal("the counter upsert returned no row"))?;
         Ok(row.try_get::<i64>("", "value")?)
     }
 
@@ -532,6 +615,54 @@ impl<'c> Tx<'c> {
         }
     }
 
+    /// Adds `delta` to the tenant's counter `key` (a new counter starts at 0) with this
+    /// transaction and returns its new value. The counter stays locked until the
+    /// transaction ends, so take it as late as the use case allows (a write observer runs
+    /// after the record's row, audit record and event).
+    pub async fn add_to_counter(&self, key: &str, delta: i64) -> Result<i64> {
+        self.upsert_counter(key, delta, delta, false).await
+    }
+
+    /// Creates the tenant's counter `key` with `value` unless it exists (then it is left
+    /// as it is); true when this call created it. For counters that sum up existing data:
+    /// count it once, then keep the counter up to date with [`Tx::add_to_counter`].
+    pub async fn init_counter(&self, key: &str, value: i64) -> Result<bool> {
+        let mut q = Query::insert();
+        q.into_table(col("counters"))
+            .columns([col("tenant_id"), col("counter_key"), col("value")])
+            .values([self.ctx.tenant().into(), key.into(), value.into()])
+            .map_err(|e| Error::internal(format!("counter: {e}")))?
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([col("tenant_id"), col("counter_key")])
+                    .do_nothing()
+                    .to_owned(),
+            );
+        Ok(self.conn().execute(&q).await?.rows_affected() == 1)
+    }
+
+    /// The current values of the tenant's counters `keys` that exist (read, not locked).
+    pub async fn counters(&self, keys: &[String]) -> Result<HashMap<String, i64>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut q = Query::select();
+        q.columns([col("counter_key"), col("value")])
+            .from(col("counters"))
+            .and_where(Expr::col(col("tenant_id")).eq(self.ctx.tenant()))
+            .and_where(Expr::col(col("counter_key")).is_in(keys.iter().map(String::as_str)));
+        self.conn()
+            .query_all(&q)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String>("", "counter_key")?,
+                    r.try_get::<i64>("", "value")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Updates a record (see [`Ctx::update`]).
     pub async fn update<R: Resource>(
         &self,
@@ -540,8 +671,112 @@ impl<'c> Tx<'c> {
         mask: &[String],
         etag: &str,
     ) -> Result<Record<R>> {
-        let rec = self.update_unmasked(id, patch, mask, etag).await?;
+        let rec = self.update_unmasked(id, patch, mask, etag, false).await?;
         self.ctx.mask_record(rec)
+    }
+
+    /// Brings back a soft-deleted record (AIP-164 Undelete), audited (`UNDELETE`) and evented
+    /// (`<collection>.undeleted`), its observers and hooks told. Needs the right to delete
+    /// it; its references must still hold. NOT_FOUND when `id` is not a deleted record of
+    /// the tenant.
+    pub async fn undelete<R: Resource>(&self, id: Uuid) -> Result<Record<R>> {
+        let ctx = self.ctx;
+        let conn = self.conn();
+        let scopes = ctx.scopes::<R>(Action::Delete)?;
+        let Some((meta, obj)) =
+            store::fetch_deleted_for_update::<R, _>(conn, ctx.tenant(), id).await?
+        else {
+            return Err(Error::not_found(format!(
+                "{}/{id} (no deleted record)",
+                R::COLLECTION
+            )));
+        };
+        if !ctx.in_scope::<R, _>(conn, scopes, &obj).await? {
+            return Err(ctx.out_of_scope::<R>(Action::Delete, id));
+        }
+        ctx.check_references::<R, _>(conn, id, &obj, None).await?;
+        let now = std::cmp::max(ctx.clock.now(), meta.update_time);
+        if !store::undelete::<R, _>(conn, ctx.tenant(), id, meta.revision, now).await? {
+            return Err(stale::<R>(id));
+        }
+        let meta = Meta {
+            revision: meta.revision + 1,
+            update_time: now,
+            ..meta
+        };
+        ctx.journal::<R, _>(conn, &meta, AuditAction::Undelete, &[], &obj, "")
+            .await?;
+        self.notify::<R>(AuditAction::Undelete, id, &obj, None)
+            .await?;
+        let rec = Record {
+            meta,
+            data: store::from_object(obj)?,
+            hidden: Vec::new(),
+        };
+        R::after_write(self, AuditAction::Undelete, &rec).await?;
+        self.ctx.mask_record(rec)
+    }
+
+    /// Points every live record of the tenant that refers to `from` of the collection
+    /// `target` (any registered collection's `Ref(target)` field) at `to` instead: a merge
+    /// moves orders, positions, activities and the like to the surviving record. Each
+    /// record changed is updated as the system (the caller's scope over it does not
+    /// matter) and audited and evented as an update by the caller, with its observers and
+    /// hooks. Returns what was changed, so it can be put back with
+    /// [`Tx::set_references`]. `to` must exist; a tree field that would make a cycle is
+    /// refused as on any update.
+    pub async fn repoint_references(
+        &self,
+        target: &str,
+        from: Uuid,
+        to: Uuid,
+    ) -> Result<Vec<RefChange>> {
+        let mut changed = Vec::new();
+        for c in crate::registry::registry().collections() {
+            for f in c.fields {
+                if !matches!(f.kind, Kind::Ref(t) if t == target) {
+                    continue;
+                }
+                for id in
+                    store::ids_referring(self.conn(), self.ctx.tenant(), c.table, f.column, from)
+                        .await?
+                {
+                    if (c.set_ref)(self, id, f.name, from, to).await? {
+                        changed.push(RefChange {
+                            collection: c.name.to_owned(),
+                            id,
+                            field: f.name.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Sets the listed references from `from` to `to` (as [`Tx::repoint_references`] does),
+    /// skipping those that no longer hold `from` or whose record is gone; returns those
+    /// changed. Undoing a merge puts its references back with it.
+    pub async fn set_references(
+        &self,
+        changes: &[RefChange],
+        from: Uuid,
+        to: Uuid,
+    ) -> Result<Vec<RefChange>> {
+        let reg = crate::registry::registry();
+        let mut done = Vec::new();
+        for ch in changes {
+            let Some(c) = reg.collection(&ch.collection) else {
+                continue;
+            };
+            let Some(f) = c.fields.iter().find(|f| f.name == ch.field) else {
+                continue;
+            };
+            if (c.set_ref)(self, ch.id, f.name, from, to).await? {
+                done.push(ch.clone());
+            }
+        }
+        Ok(done)
     }
 
     /// The whole of a create: checks, the hook, the row and its journal; the record
@@ -600,7 +835,7 @@ impl<'c> Tx<'c> {
             request_id,
         )
         .await?;
-        self.notify::<R>(AuditAction::Create, p.meta.id, &p.obj)
+        self.notify::<R>(AuditAction::Create, p.meta.id, &p.obj, None)
             .await?;
         let rec = Record {
             meta: p.meta,
@@ -617,10 +852,15 @@ impl<'c> Tx<'c> {
         patch: R,
         mask: &[String],
         etag: &str,
+        system: bool,
     ) -> Result<Record<R>> {
         let ctx = self.ctx;
         let conn = self.conn();
-        let scopes = ctx.scopes::<R>(Action::Update)?;
+        let scopes = if system {
+            None
+        } else {
+            Some(ctx.scopes::<R>(Action::Update)?)
+        };
         if mask.is_empty() {
             return Err(Error::invalid(
                 "update_mask",
@@ -635,7 +875,7 @@ impl<'c> Tx<'c> {
                     format!("unknown field {m:?}"),
                 ));
             };
-            if !f.mutable {
+            if !f.mutable && !system {
                 return Err(Error::invalid(
                     "update_mask",
                     format!("field {m:?} cannot be changed"),
@@ -645,14 +885,18 @@ impl<'c> Tx<'c> {
                 paths.push(f.name);
             }
         }
-        ctx.check_writable::<R>(&paths)?;
+        if !system {
+            ctx.check_writable::<R>(&paths)?;
+        }
         let expected = parse_etag(etag)?;
         let incoming = store::to_object(&patch)?;
 
         let Some((meta, old)) = store::fetch::<R, _>(conn, ctx.tenant(), id).await? else {
             return Err(Error::not_found(format!("{}/{id}", R::COLLECTION)));
         };
-        if !ctx.in_scope::<R, _>(conn, scopes, &old).await? {
+        if let Some(scopes) = scopes
+            && !ctx.in_scope::<R, _>(conn, scopes, &old).await?
+        {
             return Err(ctx.out_of_scope::<R>(Action::Update, id));
         }
         if expected.is_some_and(|e| e != meta.revision) {
@@ -721,7 +965,8 @@ impl<'c> Tx<'c> {
         };
         ctx.journal::<R, _>(conn, &meta, AuditAction::Update, &changes, &new, "")
             .await?;
-        self.notify::<R>(AuditAction::Update, id, &new).await?;
+        self.notify::<R>(AuditAction::Update, id, &new, Some(&old))
+            .await?;
         let rec = Record {
             meta,
             data,
@@ -737,6 +982,7 @@ impl<'c> Tx<'c> {
         action: AuditAction,
         id: Uuid,
         record: &Map<String, Json>,
+        old: Option<&Map<String, Json>>,
     ) -> Result<()> {
         for observe in crate::registry::registry().observers_of(R::COLLECTION) {
             let event = crate::registry::WriteEvent {
@@ -744,6 +990,7 @@ impl<'c> Tx<'c> {
                 action,
                 id,
                 record,
+                old,
             };
             observe(self, event).await?;
         }
@@ -806,41 +1053,111 @@ impl<'c> Tx<'c> {
     }
 
     /// Records of `collections` that have any of `keys` in the key space `space`
-    /// (see [`Tx::set_record_keys`]), as (collection, id), those sharing the most keys
-    /// first, at most `limit`, read in this transaction as the system; the caller's rights
-    /// apply to what is shown of them.
+    /// (see [`Tx::set_record_keys`]), those sharing the most keys first, at most `limit`,
+    /// read in this transaction as the system; the caller's rights apply to what is shown
+    /// of them.
+    ///
+    /// A key held by more than `per_key` records is a *stop key* (a switchboard number, a
+    /// common name in a big city): it tells records apart too poorly to be worth reading,
+    /// so it is skipped and named in [`KeyMatches::stop_keys`]. Each key reads at most
+    /// `per_key + 1` index entries, so a lookup costs the same at a thousand records or at
+    /// ten million.
     pub async fn records_with_keys(
         &self,
         space: &str,
         keys: &[String],
         collections: &[&str],
-        limit: u64,
-    ) -> Result<Vec<(String, Uuid)>> {
-        if keys.is_empty() || collections.is_empty() {
-            return Ok(Vec::new());
+        per_key: u64,
+        limit: usize,
+    ) -> Result<KeyMatches> {
+        let mut unique: Vec<&String> = keys.iter().collect();
+        unique.sort();
+        unique.dedup();
+        if unique.is_empty() || collections.is_empty() || limit == 0 {
+            return Ok(KeyMatches::default());
         }
-        let mut q = Query::select();
-        q.columns([col("collection"), col("record_id")])
-            .expr_as(Expr::col(col("key_value")).count(), col("shared"))
-            .from(col("record_keys"))
-            .and_where(Expr::col(col("tenant_id")).eq(self.ctx.tenant()))
-            .and_where(Expr::col(col("key_space")).eq(space))
-            .and_where(Expr::col(col("key_value")).is_in(keys.iter().map(String::as_str)))
-            .and_where(Expr::col(col("collection")).is_in(collections.iter().copied()))
-            .group_by_col(col("collection"))
-            .group_by_col(col("record_id"))
-            .order_by_expr(Expr::col(col("shared")), sea_orm::sea_query::Order::Desc)
-            .order_by(col("record_id"), sea_orm::sea_query::Order::Asc)
-            .limit(limit);
-        let rows = self.conn().query_all(&q).await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
+        let backend = self.conn().get_database_backend();
+        let mut values: Vec<sea_orm::Value> = Vec::new();
+        let param = |v: sea_orm::Value, values: &mut Vec<sea_orm::Value>| {
+            values.push(v);
+            match backend {
+                sea_orm::DbBackend::Postgres => format!("${}", values.len()),
+                _ => "?".to_owned(),
+            }
+        };
+        let tenant = self.ctx.tenant();
+        let mut parts = Vec::with_capacity(unique.len());
+        for (i, k) in unique.iter().enumerate() {
+            let t = param(tenant.into(), &mut values);
+            let sp = param(space.into(), &mut values);
+            let kv = param(k.as_str().into(), &mut values);
+            let cs: Vec<String> = collections
+                .iter()
+                .map(|c| param((*c).into(), &mut values))
+                .collect();
+            // Each key on its own, in index order, capped: one index range per key.
+            parts.push(format!(
+                "SELECT key_value, collection, record_id FROM (SELECT key_value, collection,                  record_id FROM record_keys WHERE tenant_id = {t} AND key_space = {sp} AND                  key_value = {kv} AND collection IN ({}) ORDER BY collection, record_id                  LIMIT {}) AS k{i}",
+                cs.join(", "),
+                per_key.saturating_add(1),
+            ));
+        }
+        let sql = parts.join(" UNION ALL ");
+        let rows = self
+            .conn()
+            .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                backend, sql, values,
+            ))
+            .await?;
+        let mut per: HashMap<String, Vec<(String, Uuid)>> = HashMap::new();
+        for r in &rows {
+            per.entry(r.try_get::<String>("", "key_value")?)
+                .or_default()
+                .push((
                     r.try_get::<String>("", "collection")?,
                     r.try_get::<Uuid>("", "record_id")?,
-                ))
+                ));
+        }
+        let mut out = KeyMatches::default();
+        let mut shared: HashMap<(String, Uuid), u32> = HashMap::new();
+        for (key, recs) in per {
+            if u64::try_from(recs.len()).unwrap_or(u64::MAX) > per_key {
+                out.stop_keys.push(key);
+                continue;
+            }
+            for r in recs {
+                *shared.entry(r).or_default() += 1;
+            }
+        }
+        out.stop_keys.sort();
+        let mut ranked: Vec<KeyMatch> = shared
+            .into_iter()
+            .map(|((collection, id), shared)| KeyMatch {
+                collection,
+                id,
+                shared,
             })
-            .collect()
+            .collect();
+        ranked.sort_by(|a, b| {
+            b.shared
+                .cmp(&a.shared)
+                .then_with(|| a.collection.cmp(&b.collection))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        ranked.truncate(limit);
+        out.records = ranked;
+        Ok(out)
+    }
+
+    /// The next number of the tenant's counter `key` (1 for a new counter), without holding
+    /// the counter: on PostgreSQL it is taken in its own short statement, outside this
+    /// transaction, so writers of every replica taking turns never wait on one another's
+    /// commit; on SQLite (one writer at a time) within this transaction. No number is
+    /// handed out twice; one taken by a transaction that then rolls back is skipped. For
+    /// fair turns (round-robin) where a skipped number does no harm; for gapless numbering
+    /// or limits that must hold exactly, use [`Tx::lock_counter`].
+    pub async fn take_ticket(&self, key: &str) -> Result<i64> {
+        self.upsert_counter(key, 1, 1, true).await
     }
 
     /// Soft-deletes a record (see [`Ctx::delete`]).
@@ -883,7 +1200,8 @@ impl<'c> Tx<'c> {
         };
         ctx.journal::<R, _>(conn, &meta, AuditAction::Delete, &[], &obj, "")
             .await?;
-        self.notify::<R>(AuditAction::Delete, id, &obj).await?;
+        self.notify::<R>(AuditAction::Delete, id, &obj, None)
+            .await?;
         let rec = Record {
             meta,
             data: store::from_object(obj)?,

@@ -135,6 +135,7 @@ impl AuditService for Audit {
                     AuditAction::Create => pb::AuditAction::Create,
                     AuditAction::Update => pb::AuditAction::Update,
                     AuditAction::Delete => pb::AuditAction::Delete,
+                    AuditAction::Undelete => pb::AuditAction::Undelete,
                 }) as i32,
                 actor: format!("users/{}", a.actor),
                 time: Some(ts(a.time)),

@@ -11,6 +11,9 @@ use crm_operational::assignment::{
     Strategy, Target, TargetKind,
 };
 use crm_operational::dedupe::{DuplicateCheck, LeadDuplicatePolicy};
+use crm_operational::effectiveness::{
+    EffectivenessQuery, Granularity, GroupBy, GroupKey, Row as EffectivenessRow,
+};
 use crm_operational::grading::Grade;
 use crm_operational::grading::{Condition, GradeThresholds, GradingRule};
 use crm_operational::lead::{GradeReason, Lead, LeadGrade, LeadGradingPolicy, LeadStatus};
@@ -21,6 +24,81 @@ use pb::{
 };
 
 pub struct Leads(pub Gateway);
+
+// The lead effectiveness report (O5).
+
+fn grouping_in(g: i32) -> Result<GroupBy> {
+    use pb::LeadEffectivenessGrouping as P;
+    Ok(match P::try_from(g) {
+        Ok(P::Unspecified | P::Source) => GroupBy::Source,
+        Ok(P::Owner) => GroupBy::Owner,
+        Ok(P::Campaign) => GroupBy::Campaign,
+        Ok(P::Period) => GroupBy::Period,
+        Err(_) => return Err(crate::convert::unknown_enum("group_by", g)),
+    })
+}
+
+fn grouping_out(g: GroupBy) -> i32 {
+    use pb::LeadEffectivenessGrouping as P;
+    (match g {
+        GroupBy::Source => P::Source,
+        GroupBy::Owner => P::Owner,
+        GroupBy::Campaign => P::Campaign,
+        GroupBy::Period => P::Period,
+    }) as i32
+}
+
+fn granularity_in(g: i32) -> Result<Granularity> {
+    use pb::LeadEffectivenessGranularity as P;
+    Ok(match P::try_from(g) {
+        Ok(P::Day) => Granularity::Day,
+        Ok(P::Week) => Granularity::Week,
+        Ok(P::Unspecified | P::Month) => Granularity::Month,
+        Err(_) => return Err(crate::convert::unknown_enum("granularity", g)),
+    })
+}
+
+fn granularity_out(g: Granularity) -> i32 {
+    use pb::LeadEffectivenessGranularity as P;
+    (match g {
+        Granularity::Day => P::Day,
+        Granularity::Week => P::Week,
+        Granularity::Month => P::Month,
+    }) as i32
+}
+
+fn millis(ms: Option<i64>) -> Option<prost_types::Duration> {
+    ms.map(|ms| prost_types::Duration {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    })
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn effectiveness_row_out(r: EffectivenessRow) -> pb::LeadEffectivenessRow {
+    let c = r.counts;
+    let period_start_time = match &r.key {
+        Some(GroupKey::Period(p)) => Some(ts(p.start_time)),
+        _ => None,
+    };
+    pb::LeadEffectivenessRow {
+        group: r.key.as_ref().map(GroupKey::label).unwrap_or_default(),
+        period_start_time,
+        created: count(c.created),
+        contacted: count(c.contacted),
+        contact_rate: c.contact_rate(),
+        timed: count(c.timed),
+        median_time_to_first_touch: millis(r.touch.median_ms),
+        p90_time_to_first_touch: millis(r.touch.p90_ms),
+        qualified: count(c.qualified),
+        qualification_rate: c.qualification_rate(),
+        converted: count(c.converted),
+        conversion_rate: c.conversion_rate(),
+    }
+}
 
 // The one wire mapping of each lead enum.
 
@@ -118,6 +196,17 @@ impl Wire<Lead> for pb::Lead {
             convert_time: None,
             escalated_to: None,
             escalate_time: None,
+            first_touch_time: None,
+            expected_value: match &self.expected_value {
+                Some(m) => {
+                    let code = m.currency_code.trim().to_ascii_uppercase();
+                    Some(crm_operational::opportunity::Amount {
+                        minor: convert::from_money("expected_value", m, Some(&code))?,
+                        currency_code: code,
+                    })
+                }
+                None => None,
+            },
         })
     }
 
@@ -170,6 +259,10 @@ impl Wire<Lead> for pb::Lead {
             convert_time: d.convert_time.map(ts),
             escalated_to: name("users", d.escalated_to),
             escalate_time: d.escalate_time.map(ts),
+            first_touch_time: d.first_touch_time.map(ts),
+            expected_value: d
+                .expected_value
+                .map(|a| convert::money(&a.currency_code, a.minor)),
         }
     }
 
@@ -195,20 +288,26 @@ pub(crate) fn duplicates_out(d: DuplicateCheck) -> pb::DuplicateCheck {
                 record: c.record,
                 score: c.score,
                 decision: c.decision,
-                evidence: c
-                    .evidence
-                    .into_iter()
-                    .map(|e| pb::FieldEvidence {
-                        field: e.field.as_str().to_owned(),
-                        left: e.left,
-                        right: e.right,
-                        similarity: e.similarity,
-                        weight: e.weight,
-                    })
-                    .collect(),
+                evidence: evidence_out(c.evidence),
             })
             .collect(),
     }
+}
+
+/// How each field of a pair compared, on the wire.
+pub(crate) fn evidence_out(
+    evidence: Vec<crm_operational::matching::FieldEvidence>,
+) -> Vec<pb::FieldEvidence> {
+    evidence
+        .into_iter()
+        .map(|e| pb::FieldEvidence {
+            field: e.field.as_str().to_owned(),
+            left: e.left,
+            right: e.right,
+            similarity: e.similarity,
+            weight: e.weight,
+        })
+        .collect()
 }
 
 impl Wire<LeadDuplicatePolicy> for pb::LeadDuplicatePolicy {
@@ -379,13 +478,52 @@ fn rule_in(i: usize, r: pb::AssignmentRule) -> Result<AssignmentRule> {
             territories: cond(territories),
             product_groups: cond(groups.into_iter().map(|g| g.to_string()).collect()),
             customer_groups: None,
-            deal_size: None::<DealSizeRange>,
+            deal_size: deal_size_in(&f("deal_size"), r.deal_size)?,
             grades: cond(grades),
         },
         targets,
         strategy,
         required_skills: r.required_skills,
     })
+}
+
+/// A rule's deal-size range: both bounds in one currency.
+fn deal_size_in(field: &str, d: Option<pb::DealSizeRange>) -> Result<Option<DealSizeRange>> {
+    let Some(d) = d else {
+        return Ok(None);
+    };
+    let codes: Vec<String> = [&d.min, &d.max]
+        .into_iter()
+        .flatten()
+        .map(|m| m.currency_code.trim().to_ascii_uppercase())
+        .collect();
+    let Some(code) = codes.first().cloned() else {
+        return Ok(None);
+    };
+    if codes.iter().any(|c| *c != code) {
+        return Err(Error::invalid(
+            format!("{field}.max.currency_code"),
+            "must be the currency of min",
+        ));
+    }
+    crm_core::validate::currency(&format!("{field}.min.currency_code"), &code)?;
+    let bound = |n: &str, m: &Option<crm_api::google::r#type::Money>| -> Result<Option<i64>> {
+        m.as_ref()
+            .map(|m| convert::from_money(&format!("{field}.{n}"), m, Some(&code)))
+            .transpose()
+    };
+    Ok(Some(DealSizeRange {
+        min: bound("min", &d.min)?,
+        max: bound("max", &d.max)?,
+        currency: code.clone(),
+    }))
+}
+
+fn deal_size_out(d: DealSizeRange) -> pb::DealSizeRange {
+    pb::DealSizeRange {
+        min: d.min.map(|m| convert::money(&d.currency, m)),
+        max: d.max.map(|m| convert::money(&d.currency, m)),
+    }
 }
 
 fn rule_out(r: AssignmentRule) -> pb::AssignmentRule {
@@ -417,6 +555,7 @@ fn rule_out(r: AssignmentRule) -> pb::AssignmentRule {
             .into_iter()
             .map(grade_to)
             .collect(),
+        deal_size: w.deal_size.map(deal_size_out),
         targets: r
             .targets
             .into_iter()
@@ -709,5 +848,49 @@ crate::service_impl!(LeadService, Leads, [
             .map_err(|e| e.in_field("lead"))
             .or_status()?;
         Ok(tonic::Response::new(decision_out(d)))
+    }
+
+    async fn get_lead_effectiveness(
+        &self,
+        r: tonic::Request<pb::GetLeadEffectivenessRequest>,
+    ) -> std::result::Result<tonic::Response<pb::GetLeadEffectivenessResponse>, tonic::Status>
+    {
+        use crate::status::OrStatus;
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        let start_time = convert::from_ts("start_time", r.start_time)
+            .and_then(|t| convert::required("start_time", t))
+            .or_status()?;
+        let end_time = convert::from_ts("end_time", r.end_time)
+            .and_then(|t| convert::required("end_time", t))
+            .or_status()?;
+        let owner = match r.owner {
+            Some(o) => Some(
+                reference("owner", "users", &o)
+                    .and_then(|o| convert::required("owner", o))
+                    .or_status()?,
+            ),
+            None => None,
+        };
+        let q = EffectivenessQuery {
+            start_time,
+            end_time,
+            group_by: grouping_in(r.group_by).or_status()?,
+            granularity: granularity_in(r.granularity).or_status()?,
+            time_zone: r.time_zone,
+            source: r.source,
+            owner,
+            campaign: r.campaign,
+        };
+        let report = crm_operational::effectiveness::lead_effectiveness(&ctx, &q)
+            .await
+            .or_status()?;
+        Ok(tonic::Response::new(pb::GetLeadEffectivenessResponse {
+            group_by: grouping_out(report.group_by),
+            granularity: granularity_out(report.granularity),
+            time_zone: report.time_zone,
+            rows: report.rows.into_iter().map(effectiveness_row_out).collect(),
+            total: Some(effectiveness_row_out(report.total)),
+        }))
     }
 );

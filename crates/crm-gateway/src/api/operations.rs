@@ -12,7 +12,6 @@ use crm_core::ids;
 use crm_core::jobs::operations::{self, Caller, ListParams};
 use crm_core::jobs::{Job, JobError, JobState};
 use crm_core::service::Ctx;
-use serde_json::Value as Json;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -84,24 +83,6 @@ fn state(s: JobState) -> pb::OperationState {
     }
 }
 
-/// A JSON value as a `google.protobuf.Value`.
-fn value(v: &Json) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match v {
-        Json::Null => Kind::NullValue(0),
-        Json::Bool(b) => Kind::BoolValue(*b),
-        Json::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Json::String(s) => Kind::StringValue(s.clone()),
-        Json::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.iter().map(value).collect(),
-        }),
-        Json::Object(m) => Kind::StructValue(prost_types::Struct {
-            fields: m.iter().map(|(k, v)| (k.clone(), value(v))).collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
 /// A job as an operation.
 pub fn operation(job: &Job) -> lro::Operation {
     let progress = job.progress.clone().unwrap_or_default();
@@ -134,7 +115,7 @@ pub fn operation(job: &Job) -> lro::Operation {
             "crm.v1.OperationResult",
             &pb::OperationResult {
                 kind: job.kind.clone(),
-                result: job.result.as_ref().map(value),
+                result: job.result.as_ref().map(crate::convert::json_value),
                 counts,
             },
         ))),
@@ -302,7 +283,7 @@ mod tests {
 
     #[test]
     fn json_becomes_protobuf_values() {
-        let v = value(&serde_json::json!({"a": [1, "x", null, true]}));
+        let v = crate::convert::json_value(&serde_json::json!({"a": [1, "x", null, true]}));
         let Some(prost_types::value::Kind::StructValue(s)) = v.kind else {
             panic!("{v:?}")
         };

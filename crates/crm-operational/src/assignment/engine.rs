@@ -37,7 +37,7 @@ struct CompiledRule {
     rank: u32,
     /// Sorted interned values per dimension; `None` matches anything.
     lists: [Option<Vec<u32>>; DIMS],
-    deal: Option<(i64, i64)>,
+    deal: Option<(i64, i64, String)>,
     grades: Option<u8>,
     targets: Vec<Target>,
     strategy: Strategy,
@@ -138,9 +138,13 @@ impl CompiledRuleSet {
                 id: r.id.clone(),
                 rank: rank.get(i).copied().unwrap_or(u32::MAX),
                 lists,
-                deal: w
-                    .deal_size
-                    .map(|d| (d.min.unwrap_or(i64::MIN), d.max.unwrap_or(i64::MAX))),
+                deal: w.deal_size.as_ref().map(|d| {
+                    (
+                        d.min.unwrap_or(i64::MIN),
+                        d.max.unwrap_or(i64::MAX),
+                        d.currency.trim().to_ascii_uppercase(),
+                    )
+                }),
                 grades: w
                     .grades
                     .as_ref()
@@ -239,8 +243,9 @@ impl CompiledRuleSet {
         if !has(&r.lists[PRODUCT], &k.products) || !has(&r.lists[CUSTOMER], &k.customers) {
             return None;
         }
-        if let Some((min, max)) = r.deal
-            && lead.deal_size.is_none_or(|d| d < min || d > max)
+        if let Some((min, max, currency)) = &r.deal
+            && (lead.deal_size.is_none_or(|d| d < *min || d > *max)
+                || (!currency.is_empty() && !lead.deal_currency.eq_ignore_ascii_case(currency)))
         {
             return None;
         }
@@ -420,28 +425,25 @@ fn choose(
             outcome,
         });
     }
-    let n = rule.targets.len();
     let counter = rotation.counters.get(&rule.id).copied().unwrap_or(0);
     let picked: Option<(usize, Option<u64>, String)> = match rule.strategy {
-        Strategy::RoundRobin => (0..n).find_map(|step| {
-            let pos = usize::try_from(
-                (counter % u64::try_from(n.max(1)).unwrap_or(1)) + u64::try_from(step).unwrap_or(0),
-            )
-            .unwrap_or(0)
-                % n.max(1);
-            eligible.iter().any(|e| e.0 == pos).then(|| {
-                let next = counter
-                    .wrapping_add(u64::try_from(step).unwrap_or(0))
-                    .wrapping_add(1);
+        // Turn `counter` among the targets eligible now, in target order: every eligible
+        // target gets one lead in each round however the others come and go.
+        Strategy::RoundRobin => {
+            let m = u64::try_from(eligible.len()).unwrap_or(1).max(1);
+            let at = usize::try_from(counter % m).unwrap_or(0);
+            eligible.get(at).map(|e| {
                 (
-                    pos,
-                    Some(next),
+                    e.0,
+                    Some(counter.wrapping_add(1)),
                     format!(
-                        "round-robin: counter {counter}, next eligible in turn is target {pos}"
+                        "round-robin: turn {counter} among {} eligible targets is target {}",
+                        eligible.len(),
+                        e.0
                     ),
                 )
             })
-        }),
+        }
         Strategy::Weighted => {
             let total: u64 = eligible
                 .iter()

@@ -32,7 +32,8 @@
 //! its capacity (`load >= capacity`), or lacks a skill the rule requires (for
 //! [`Strategy::BySkill`] also the skills the lead needs). Among the rest:
 //!
-//! - [`Strategy::RoundRobin`]: the next in target order after the rule's counter.
+//! - [`Strategy::RoundRobin`]: counter `c` picks the `c mod n`-th of the `n` targets eligible
+//!   now, in target order (a counter taken once per lead, see `routing`).
 //! - [`Strategy::Weighted`]: weighted round-robin: counter `c` picks the target whose
 //!   cumulative weight range holds `c mod total` (over eligible targets), so over a cycle each
 //!   gets its share, deterministically.
@@ -128,12 +129,15 @@ pub enum EvaluationMode {
 }
 
 /// A deal size range in minor units of the tenant's currency; bounds inclusive and optional.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DealSizeRange {
-    /// Smallest deal size.
+    /// ISO 4217 currency of `min` and `max`; a lead's deal in another currency does not
+    /// match (amounts of different currencies are never compared). Empty: any currency.
+    pub currency: String,
+    /// Smallest deal size, in minor units.
     pub min: Option<i64>,
-    /// Largest deal size.
+    /// Largest deal size, in minor units.
     pub max: Option<i64>,
 }
 
@@ -274,6 +278,7 @@ impl RuleSet {
             if let Some(DealSizeRange {
                 min: Some(a),
                 max: Some(b),
+                ..
             }) = w.deal_size
                 && a > b
             {
@@ -377,6 +382,8 @@ pub struct LeadProfile {
     pub customer_groups: Vec<String>,
     /// Expected deal size in minor units.
     pub deal_size: Option<i64>,
+    /// The deal size's ISO 4217 currency.
+    pub deal_currency: String,
     /// Grade.
     pub grade: Option<Grade>,
     /// Skills the lead needs (a language, a product certification).

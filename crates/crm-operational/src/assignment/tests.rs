@@ -251,6 +251,7 @@ fn conditions_on_groups_deal_size_and_grade() {
                 customer_groups: Some(vec!["retail".into()]),
                 product_groups: Some(vec!["machines".into()]),
                 deal_size: Some(DealSizeRange {
+                    currency: String::new(),
                     min: Some(100_000),
                     max: None,
                 }),
@@ -309,6 +310,7 @@ fn bad_rule_sets_name_the_field() {
                 0,
                 RuleConditions {
                     deal_size: Some(DealSizeRange {
+                        currency: String::new(),
                         min: Some(10),
                         max: Some(5),
                     }),
@@ -402,6 +404,7 @@ fn arb_conditions() -> impl Gen<Value = RuleConditions> {
             regions: reg.map(|v| v.into_iter().map(String::from).collect()),
             territories: ter.map(|v| v.into_iter().map(uid).collect()),
             deal_size: deal.map(|(min, max)| DealSizeRange {
+                currency: String::new(),
                 min: Some(min),
                 max: Some(max),
             }),
@@ -557,7 +560,7 @@ proptest! {
             let c = &r.when;
             let one = |l: &Option<Vec<String>>, v: &str| l.as_ref().is_none_or(|l| l.iter().any(|x| x == v));
             if !one(&c.industries, &lead.industry) || !one(&c.regions, &lead.region) { return None; }
-            if let Some(d) = c.deal_size && !lead.deal_size.is_some_and(|x| d.min.is_none_or(|m| x >= m) && d.max.is_none_or(|m| x <= m)) { return None; }
+            if let Some(d) = &c.deal_size && !lead.deal_size.is_some_and(|x| d.min.is_none_or(|m| x >= m) && d.max.is_none_or(|m| x <= m)) { return None; }
             let spec = match &c.territories {
                 None => -1,
                 Some(ts) => i64::from(lead.territories.iter().filter(|t| ts.contains(&t.id)).map(|t| t.depth).max()?),
