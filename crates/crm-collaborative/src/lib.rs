@@ -20,6 +20,7 @@
 //!
 //! - [`interaction`]: the `interactions` resource (C1), one per contact on any channel.
 //! - [`intake`]: e-mail, call and chat intake with matching and threading (C2); timelines.
+//! - [`mailbox`]: IMAP accounts polled by a durable job into the timeline (C2).
 //! - [`cases`]: the `cases` and `slaPolicySets` resources, case use cases and the SLA timer
 //!   job (C3).
 //!
@@ -35,18 +36,22 @@ pub mod cases;
 pub mod email;
 pub mod intake;
 pub mod interaction;
+pub mod mailbox;
 pub mod sla;
 
 /// Registers the crate's collections and schema changes (called by the gateway at start).
 pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
     r.resource::<interaction::Interaction>()
         .resource::<cases::SlaPolicySet>()
-        .resource::<cases::Case>();
+        .resource::<cases::Case>()
+        .resource::<mailbox::MailboxAccount>();
     r.schema(interaction::SCHEMA);
     r.schema(cases::SCHEMA);
+    r.schema(mailbox::SCHEMA);
 }
 
-/// Registers the crate's job handlers: the SLA timers of cases.
+/// Registers the crate's job handlers: the SLA timers of cases and mailbox polls.
 pub fn register_jobs(h: &mut crm_core::jobs::JobHandlers) -> crm_core::Result<()> {
-    cases::register_jobs(h)
+    cases::register_jobs(h)?;
+    mailbox::register_jobs(h)
 }

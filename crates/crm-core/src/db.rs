@@ -1,6 +1,7 @@
 //! The database handle: SQLite (embedded default) or PostgreSQL, one API.
 
 use crate::error::{Error, Result};
+use crate::secrets::Sealer;
 use sea_orm::{
     ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, RuntimeErr, TransactionTrait,
@@ -57,6 +58,8 @@ pub struct Db {
     /// transaction while it holds a connection of the main pool ([`Db::side`]); with one
     /// pool, every transaction waiting for a second connection could hold the last ones.
     side: Option<DatabaseConnection>,
+    /// The operator's key for sealed secrets ([`crate::secrets`]), when configured.
+    sealer: Option<Arc<Sealer>>,
 }
 
 /// Connections of [`Db::side`].
@@ -134,6 +137,24 @@ impl Db {
             write_lock,
             timeout,
             side,
+            sealer: None,
+        })
+    }
+
+    /// This handle with `sealer` for sealed secrets ([`crate::secrets`]).
+    pub fn with_sealer(mut self, sealer: Arc<Sealer>) -> Db {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    /// The sealer of secrets: FAILED_PRECONDITION `SECRETS_NOT_CONFIGURED` when the
+    /// operator configured none (`secrets.key`).
+    pub fn sealer(&self) -> Result<&Sealer> {
+        self.sealer.as_deref().ok_or_else(|| {
+            Error::failed_precondition(
+                "SECRETS_NOT_CONFIGURED",
+                "storing a secret needs a key: set secrets.key in the gateway's configuration",
+            )
         })
     }
 

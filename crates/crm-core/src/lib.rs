@@ -19,6 +19,7 @@ pub mod query;
 pub mod registry;
 pub mod resource;
 mod rowde;
+pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod tenant;

@@ -14,6 +14,21 @@ pub struct Settings {
     pub auth: Auth,
     pub log: Log,
     pub jobs: Jobs,
+    pub secrets: Secrets,
+}
+
+/// The key that seals tenants' stored credentials (`crm_core::secrets`), e.g. mailbox
+/// passwords.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Secrets {
+    /// Base64 of 32 random bytes (`openssl rand -base64 32`). Empty: a key derived from
+    /// `auth.hs256_secret` (when tokens are HS256), else no key, and storing a credential
+    /// answers FAILED_PRECONDITION. Every replica needs the same key.
+    pub key: String,
+    /// Keys used before `key` (base64 each): values sealed with them still open; they are
+    /// re-sealed with `key` when next written.
+    pub previous_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,7 +266,8 @@ impl Settings {
                 .separator("__")
                 .try_parsing(true)
                 .list_separator(",")
-                .with_list_parse_key("server.cors_origins"),
+                .with_list_parse_key("server.cors_origins")
+                .with_list_parse_key("secrets.previous_keys"),
         );
         let s: Settings = b
             .build()
@@ -294,7 +310,31 @@ impl Settings {
             return Err("log.format must be text or json".into());
         }
         self.jobs.validate()?;
+        self.sealer()?;
         Ok(())
+    }
+
+    /// The sealer of stored credentials (see [`Secrets`]); None when no key is configured and
+    /// none can be derived.
+    pub fn sealer(&self) -> Result<Option<crm_core::secrets::Sealer>, String> {
+        use crm_core::secrets::Sealer;
+        let previous = self
+            .secrets
+            .previous_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                Sealer::parse_key(k).map_err(|e| format!("secrets.previous_keys[{i}] {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let current = if !self.secrets.key.trim().is_empty() {
+            Sealer::parse_key(&self.secrets.key).map_err(|e| format!("secrets.key {e}"))?
+        } else if self.auth.rs256_public_key_file.is_empty() && self.auth.hs256_secret.len() >= 16 {
+            Sealer::derive_key(&self.auth.hs256_secret)
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Sealer::new(current, &previous)))
     }
 
     pub fn verifier(&self) -> Result<crm_core::auth::TokenVerifier, String> {
@@ -324,6 +364,29 @@ mod jobs_tests {
         assert!(j.enabled);
         assert_eq!(j.runner(), crm_core::jobs::RunnerSettings::default());
         assert_eq!(Settings::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn secrets_keys_are_checked_and_derived() {
+        let mut s = Settings::default();
+        // HS256 without a key: one derived from the signing secret.
+        assert!(s.sealer().unwrap().is_some());
+        s.secrets.key = "c2hvcnQ=".into();
+        assert!(s.validate().unwrap_err().contains("secrets.key"));
+        s.secrets.key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into();
+        assert_eq!(s.validate(), Ok(()));
+        s.secrets.previous_keys = vec!["nope".into()];
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .contains("secrets.previous_keys[0]")
+        );
+        s.secrets = Secrets::default();
+        s.auth.rs256_public_key_file = "/etc/idp.pem".into();
+        assert!(
+            s.sealer().unwrap().is_none(),
+            "RS256 and no key: nothing to derive from"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub const SERVICES: &[&str] = &[
     "crm.v1.ImportService",
     "crm.v1.TimelineService",
     "crm.v1.CaseService",
+    "crm.v1.MailboxService",
     "google.longrunning.Operations",
 ];
 
@@ -100,6 +101,10 @@ pub async fn open_database(settings: &Settings) -> Result<Db, String> {
     let db = Db::connect_with(&settings.database.url, settings.database.options())
         .await
         .map_err(|e| format!("cannot open the database: {}", explain(&e)))?;
+    let db = match settings.sealer()? {
+        Some(sealer) => db.with_sealer(std::sync::Arc::new(sealer)),
+        None => db,
+    };
     migrate(&db)
         .await
         .map_err(|e| format!("migration failed: {}", explain(&e)))?;
@@ -331,6 +336,12 @@ pub async fn serve(
         .add_service(
             v1::case_service_server::CaseServiceServer::new(api::cases::Cases(gw.clone()))
                 .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::mailbox_service_server::MailboxServiceServer::new(api::mailboxes::Mailboxes(
+                gw.clone(),
+            ))
+            .max_decoding_message_size(limit),
         )
         .add_service(
             v1::audit_service_server::AuditServiceServer::new(api::audit::Audit(gw))

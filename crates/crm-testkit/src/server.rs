@@ -262,6 +262,11 @@ impl TestServer {
         v1::case_service_client::CaseServiceClient::new(self.channel.clone())
     }
 
+    /// A client of `crm.v1.MailboxService`.
+    pub fn mailboxes(&self) -> v1::mailbox_service_client::MailboxServiceClient<Channel> {
+        v1::mailbox_service_client::MailboxServiceClient::new(self.channel.clone())
+    }
+
     /// The operation `name` once it is done, waited for with `WaitOperation` in 2 s steps
     /// (panics after two minutes).
     pub async fn wait_operation(

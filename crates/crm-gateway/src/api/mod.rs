@@ -13,6 +13,7 @@ pub mod duplicates;
 pub mod imports;
 pub mod leads;
 mod macros;
+pub mod mailboxes;
 pub mod merges;
 pub mod operations;
 pub mod opportunities;
