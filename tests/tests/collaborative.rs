@@ -806,7 +806,276 @@ async fn a_watch_streams_new_interactions(backend: Backend) {
     );
 }
 
+async fn unknown_senders_become_leads_by_policy(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    s.tenant("globex").await;
+    let admin = s.token("acme", Uuid::now_v7(), &["admin"]);
+    // An intake agent who may log interactions but not create leads: the tenant's policy
+    // makes the lead, not the agent.
+    use crm_core::access::{Action, Grant, Scope};
+    s.admin_ctx("acme")
+        .create(
+            crm_core::model::Role {
+                key: "intake".into(),
+                display_name: "Intake".into(),
+                grants: vec![
+                    Grant {
+                        collection: "interactions".into(),
+                        actions: vec![Action::Read, Action::Create],
+                        scope: Scope::All,
+                    },
+                    Grant {
+                        collection: "contacts".into(),
+                        actions: vec![Action::Read],
+                        scope: Scope::All,
+                    },
+                ],
+                field_rules: vec![],
+            },
+            "",
+        )
+        .await
+        .unwrap();
+    let agent = s.token("acme", Uuid::now_v7(), &["intake"]);
+    let now = chrono::Utc::now();
+
+    // Without a policy, an unknown sender stays unmatched.
+    let r = ingest(
+        &s,
+        &agent,
+        email("m1@x.example", "wang.fang@newco.example", "Pricing", now),
+    )
+    .await
+    .unwrap();
+    let i = r.interaction.unwrap();
+    assert!(!i.matched);
+    assert_eq!(i.lead, "");
+    assert_eq!(s.count("leads", "acme").await, 0);
+
+    let policy = s
+        .leads()
+        .create_lead_capture_policy(req(
+            &admin,
+            CreateLeadCapturePolicyRequest {
+                policy: Some(LeadCapturePolicy {
+                    display_name: "Inbox".into(),
+                    active: true,
+                    email_senders: true,
+                    callers: true,
+                    ignore: vec!["*@partner.example".into()],
+                    source: String::new(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(policy.ignore, vec!["*@partner.example".to_owned()]);
+    // A bad pattern is named.
+    let st = expect_code(
+        s.leads()
+            .create_lead_capture_policy(req(
+                &admin,
+                CreateLeadCapturePolicyRequest {
+                    policy: Some(LeadCapturePolicy {
+                        display_name: "All".into(),
+                        ignore: vec!["*".into()],
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&st), vec!["policy.ignore[0]".to_owned()]);
+
+    // An unknown sender now makes a lead, linked to the interaction, in the same write.
+    let r = ingest(
+        &s,
+        &agent,
+        email(
+            "m2@x.example",
+            "Zhao.Min@NewCo.example",
+            "Quote for 40 printers",
+            now,
+        ),
+    )
+    .await
+    .unwrap();
+    let i = r.interaction.unwrap();
+    assert!(!i.lead.is_empty(), "{i:?}");
+    let lead = s
+        .leads()
+        .get_lead(req(
+            &admin,
+            GetLeadRequest {
+                name: i.lead.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lead.emails[0].address, "zhao.min@newco.example");
+    assert_eq!(lead.source, "email");
+    assert!(
+        lead.notes.contains("Quote for 40 printers"),
+        "{}",
+        lead.notes
+    );
+    // A second message from the same stranger joins that lead.
+    let r = ingest(
+        &s,
+        &agent,
+        email("m3@x.example", "zhao.min@newco.example", "Re: Quote", now),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.interaction.unwrap().lead, i.lead);
+    // Re-ingesting the first message changes nothing.
+    let again = ingest(
+        &s,
+        &agent,
+        email(
+            "m2@x.example",
+            "Zhao.Min@NewCo.example",
+            "Quote for 40 printers",
+            now,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(!again.created);
+    assert_eq!(s.count("leads", "acme").await, 1);
+
+    // Ignored addresses: the policy's, and the built-in no-reply ones.
+    for from in [
+        "li@partner.example",
+        "noreply@shop.example",
+        "MAILER-DAEMON@mx.example",
+    ] {
+        let r = ingest(&s, &agent, email(&format!("{from}-id"), from, "Hi", now))
+            .await
+            .unwrap();
+        assert_eq!(r.interaction.unwrap().lead, "", "{from}");
+    }
+    // A known contact's message makes no lead.
+    contact(&s, &admin, "li.lei@example.com", "+8613800138000").await;
+    let r = ingest(
+        &s,
+        &agent,
+        email("m4@x.example", "li.lei@example.com", "Hello", now),
+    )
+    .await
+    .unwrap();
+    let i = r.interaction.unwrap();
+    assert!(i.matched);
+    assert_eq!(i.lead, "");
+    assert_eq!(s.count("leads", "acme").await, 1);
+
+    // An unknown caller makes a lead with the number.
+    let call = s
+        .timeline()
+        .ingest_call(req(
+            &agent,
+            IngestCallRequest {
+                call_id: "call-1".into(),
+                from_number: "+49 30 1234567".into(),
+                to_number: "+49 30 9999999".into(),
+                direction: InteractionDirection::Inbound as i32,
+                outcome: CallOutcome::Answered as i32,
+                start_time: Some(ts(now)),
+                duration_seconds: 60,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .interaction
+        .unwrap();
+    let lead = s
+        .leads()
+        .get_lead(req(
+            &admin,
+            GetLeadRequest {
+                name: call.lead.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lead.phones[0].number, "+49301234567");
+    assert_eq!(lead.source, "phone");
+
+    // Callers are switched off: the next unknown caller stays unmatched.
+    s.leads()
+        .update_lead_capture_policy(req(
+            &admin,
+            UpdateLeadCapturePolicyRequest {
+                policy: Some(LeadCapturePolicy {
+                    callers: false,
+                    ..policy.clone()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["callers".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    let call = s
+        .timeline()
+        .ingest_call(req(
+            &agent,
+            IngestCallRequest {
+                call_id: "call-2".into(),
+                from_number: "+49 30 7654321".into(),
+                direction: InteractionDirection::Inbound as i32,
+                outcome: CallOutcome::Missed as i32,
+                start_time: Some(ts(now)),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .interaction
+        .unwrap();
+    assert_eq!(call.lead, "");
+    assert_eq!(s.count("leads", "acme").await, 2);
+
+    // Another tenant's policy name is NOT_FOUND; the intake agent may not read policies.
+    let other = s.token("globex", Uuid::now_v7(), &["admin"]);
+    expect_code(
+        s.leads()
+            .get_lead_capture_policy(req(
+                &other,
+                GetLeadCapturePolicyRequest {
+                    name: policy.name.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.leads()
+            .get_lead_capture_policy(req(
+                &agent,
+                GetLeadCapturePolicyRequest {
+                    name: policy.name.clone(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+}
+
 both!(
+    unknown_senders_become_leads_by_policy,
     a_customer_emails_calls_and_gets_a_case_resolved,
     reingesting_an_email_returns_the_first_interaction,
     malformed_mime_is_refused_clearly,

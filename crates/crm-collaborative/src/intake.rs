@@ -227,6 +227,13 @@ async fn store(
         )
         .await?;
     }
+    // Observers of interactions may have linked an unmatched one in this transaction (the
+    // lead made for an unknown sender by crm-operational's capture): return it as stored.
+    let rec = if rec.data.matched {
+        rec
+    } else {
+        tx.get::<Interaction>(rec.meta.id).await?
+    };
     tx.commit().await?;
     Ok(Ingested {
         interaction: rec,

@@ -220,10 +220,10 @@ pub struct Collection {
     /// Whether a record missing every field decodes (each field has a serde default, as
     /// field rules and older rows need); checked by the drift tests.
     pub decodes_partial: fn() -> bool,
-    /// Changes one record's reference field from one record to another as the system, in a
-    /// transaction, audited and evented as an update by the caller (see
-    /// [`Tx::repoint_references`]); false when the field no longer held `from`.
-    pub set_ref: for<'a> fn(&'a Tx<'a>, Uuid, &'static str, Uuid, Uuid) -> RefFuture<'a>,
+    /// Changes one record's reference field from one record (`None`: from empty) to another
+    /// as the system, in a transaction, audited and evented as an update by the caller (see
+    /// [`Tx::repoint_references`], [`Tx::link`]); false when the field no longer held `from`.
+    pub set_ref: for<'a> fn(&'a Tx<'a>, Uuid, &'static str, Option<Uuid>, Uuid) -> RefFuture<'a>,
 }
 
 impl Collection {

@@ -27,6 +27,7 @@
 pub mod active;
 pub mod activity;
 pub mod assignment;
+pub mod capture;
 pub mod dedupe;
 pub mod effectiveness;
 pub mod error;
@@ -53,10 +54,14 @@ pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
         .resource::<import::model::ImportUpload>()
         .resource::<import::model::ImportUploadChunk>()
         .resource::<import::model::Import>()
-        .resource::<import::model::ImportRow>();
+        .resource::<import::model::ImportRow>()
+        .resource::<capture::LeadCapturePolicy>();
     dedupe::register(r);
     // After the duplicate keys: the owner's load counter is held from here to commit.
     r.observe("leads", routing::keep_load);
+    // Unknown e-mail senders and callers become leads (crm-collaborative's interactions,
+    // observed by name: that crate must be registered too, as the gateway does).
+    r.observe(capture::INTERACTIONS, capture::capture);
     for change in lead::SCHEMA {
         r.schema(*change);
     }
@@ -67,6 +72,7 @@ pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
     r.schema(import::model::SCHEMA);
     // After activities: its backfill reads them.
     r.schema(lead::FIRST_TOUCH_SCHEMA);
+    r.schema(capture::SCHEMA);
     r.schema(lead::EXPECTED_VALUE_SCHEMA);
 }
 

@@ -54,6 +54,8 @@ struct Reach {
 
 /// A create checked and ready to write.
 struct Prepared<R> {
+    /// Made as the system: references need no read right of the caller.
+    system: bool,
     meta: Meta,
     data: R,
     obj: Map<String, Json>,

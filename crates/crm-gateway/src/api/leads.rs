@@ -10,6 +10,7 @@ use crm_operational::assignment::{
     AssignmentRule, CandidateOutcome, DealSizeRange, EvaluationMode, Owner, RuleConditions,
     Strategy, Target, TargetKind,
 };
+use crm_operational::capture::LeadCapturePolicy;
 use crm_operational::dedupe::{DuplicateCheck, LeadDuplicatePolicy};
 use crm_operational::effectiveness::{
     EffectivenessQuery, Granularity, GroupBy, GroupKey, Row as EffectivenessRow,
@@ -19,8 +20,8 @@ use crm_operational::grading::{Condition, GradeThresholds, GradingRule};
 use crm_operational::lead::{GradeReason, Lead, LeadGrade, LeadGradingPolicy, LeadStatus};
 use crm_operational::routing::{AssignmentDecision, AssignmentRuleSet};
 use pb::{
-    ListAssignmentRuleSetsResponse, ListLeadDuplicatePoliciesResponse,
-    ListLeadGradingPoliciesResponse, ListLeadsResponse,
+    ListAssignmentRuleSetsResponse, ListLeadCapturePoliciesResponse,
+    ListLeadDuplicatePoliciesResponse, ListLeadGradingPoliciesResponse, ListLeadsResponse,
 };
 
 pub struct Leads(pub Gateway);
@@ -308,6 +309,45 @@ pub(crate) fn evidence_out(
             weight: e.weight,
         })
         .collect()
+}
+
+impl Wire<LeadCapturePolicy> for pb::LeadCapturePolicy {
+    const FIELD: &'static str = "policy";
+
+    fn into_domain(self) -> Result<LeadCapturePolicy> {
+        Ok(LeadCapturePolicy {
+            display_name: self.display_name,
+            active: self.active,
+            email_senders: self.email_senders,
+            callers: self.callers,
+            ignore: self.ignore,
+            source: self.source,
+        })
+    }
+
+    fn from_record(r: Record<LeadCapturePolicy>) -> Self {
+        let d = r.data;
+        pb::LeadCapturePolicy {
+            name: name("leadCapturePolicies", Some(r.meta.id)),
+            display_name: d.display_name,
+            active: d.active,
+            email_senders: d.email_senders,
+            callers: d.callers,
+            ignore: d.ignore,
+            source: d.source,
+            create_time: Some(ts(r.meta.create_time)),
+            update_time: Some(ts(r.meta.update_time)),
+            etag: r.meta.etag(),
+            hidden_fields: hidden(&r.hidden),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
 }
 
 impl Wire<LeadDuplicatePolicy> for pb::LeadDuplicatePolicy {
@@ -799,6 +839,13 @@ crate::service_impl!(LeadService, Leads, [
         list_lead_duplicate_policies(pb::ListLeadDuplicatePoliciesRequest => ListLeadDuplicatePoliciesResponse . policies),
         update_lead_duplicate_policy(pb::UpdateLeadDuplicatePolicyRequest),
         delete_lead_duplicate_policy(pb::DeleteLeadDuplicatePolicyRequest)
+    },
+    LeadCapturePolicy => pb::LeadCapturePolicy {
+        create_lead_capture_policy(pb::CreateLeadCapturePolicyRequest, policy),
+        get_lead_capture_policy(pb::GetLeadCapturePolicyRequest),
+        list_lead_capture_policies(pb::ListLeadCapturePoliciesRequest => ListLeadCapturePoliciesResponse . policies),
+        update_lead_capture_policy(pb::UpdateLeadCapturePolicyRequest),
+        delete_lead_capture_policy(pb::DeleteLeadCapturePolicyRequest)
     }
 ]
     async fn convert_lead(
