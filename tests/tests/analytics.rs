@@ -1,5 +1,6 @@
 //! AnalyticsService (crm-analytical): RFM + value runs as long-running operations, their
-//! results under the contacts' permissions, and the sales report, on SQLite and PostgreSQL.
+//! results under the contacts' permissions, lifecycle models and evaluations, segments and
+//! their refreshes, and the sales, funnel and cohort reports, on SQLite and PostgreSQL.
 //!
 //! The data set is small and checked by hand (see `seed`), and the stored results are also
 //! checked against an independent SQL query over the same rows.
@@ -982,10 +983,438 @@ async fn a_cancelled_run_is_never_read(backend: Backend) {
     assert_eq!(old.state, want as i32, "{old:?}");
 }
 
+/// The JSON result of a finished operation.
+async fn op_result(s: &TestServer, token: &str, name: &str) -> prost_types::Struct {
+    let op = wait(s, token, name).await;
+    let Some(lro::operation::Result::Response(any)) = op.result else {
+        panic!("the operation failed: {op:?}")
+    };
+    let result: OperationResult = prost::Message::decode(any.value.as_slice()).unwrap();
+    let Some(prost_types::value::Kind::StructValue(st)) = result.result.and_then(|v| v.kind) else {
+        panic!("no result")
+    };
+    st
+}
+
+fn num(st: &prost_types::Struct, key: &str) -> f64 {
+    match st.fields.get(key).and_then(|v| v.kind.clone()) {
+        Some(prost_types::value::Kind::NumberValue(n)) => n,
+        other => panic!("{key}: {other:?} in {st:?}"),
+    }
+}
+
+/// A role reading and creating its own contacts only, reading lifecycle models and segments.
+async fn create_rep_role(s: &TestServer, admin: &str) {
+    use Action::*;
+    let grant = |collection: &str, actions: &[Action], scope: Scope| Grant {
+        collection: collection.into(),
+        actions: actions.iter().map(|a| *a as i32).collect(),
+        scope: scope as i32,
+    };
+    s.access()
+        .create_role(req(
+            admin,
+            CreateRoleRequest {
+                role_id: "rep".into(),
+                role: Some(Role {
+                    display_name: "Rep".into(),
+                    grants: vec![
+                        grant("contacts", &[Read, Create, Update], Scope::Own),
+                        grant("lifecycleModels", &[Read], Scope::All),
+                        grant("segments", &[Read], Scope::All),
+                    ],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+async fn rep_contact(s: &TestServer, rep: &str, name: &str) -> String {
+    s.contacts()
+        .create_contact(req(
+            rep,
+            CreateContactRequest {
+                contact: Some(Contact {
+                    display_name: name.into(),
+                    region: "EMEA".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .name
+}
+
+fn cond(fact: &str, op: &str, value: i64) -> LifecycleCondition {
+    LifecycleCondition {
+        fact: fact.into(),
+        op: op.into(),
+        value,
+        ..Default::default()
+    }
+}
+
+async fn lifecycle_models_are_validated_and_evaluated(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    s.tenant("other").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let seeded = seed(&s, "acme").await;
+    create_rep_role(&s, &t).await;
+    let rep = s.token("acme", Uuid::now_v7(), &["rep"]);
+    let r = rep_contact(&s, &rep, "R").await;
+    let create = |m: LifecycleModel| {
+        let mut c = s.analytics();
+        let t = t.clone();
+        async move {
+            c.create_lifecycle_model(req(
+                &t,
+                CreateLifecycleModelRequest {
+                    lifecycle_model: Some(m),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    let stage = |k: &str| LifecycleStage {
+        key: k.into(),
+        display_name: k.to_uppercase(),
+    };
+
+    // A rule on an unknown fact, an unknown operator, a rule into an unknown stage, an
+    // unknown template: INVALID_ARGUMENT naming each field; nothing written.
+    let e = expect_code(
+        create(LifecycleModel {
+            display_name: "custom".into(),
+            stages: vec![stage("new"), stage("buyer")],
+            initial: "new".into(),
+            transitions: vec![LifecycleRule {
+                from: vec!["new".into()],
+                to: "buyer".into(),
+                when: vec![cond("order_count", ">=", 1), cond("mood", ">", 3)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&e),
+        vec!["lifecycle_model.transitions[0].when[1].fact".to_string()]
+    );
+    assert!(e.message().contains("mood"), "{e:?}");
+    let e = expect_code(
+        create(LifecycleModel {
+            display_name: "custom".into(),
+            stages: vec![stage("new"), stage("buyer")],
+            initial: "new".into(),
+            transitions: vec![LifecycleRule {
+                to: "vip".into(),
+                when: vec![cond("order_count", "=>", 1)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&e),
+        vec!["lifecycle_model.transitions[0].when[0].op".to_string()]
+    );
+    let e = expect_code(
+        create(LifecycleModel {
+            display_name: "custom".into(),
+            stages: vec![stage("new"), stage("buyer")],
+            initial: "new".into(),
+            transitions: vec![LifecycleRule {
+                to: "vip".into(),
+                when: vec![cond("order_count", ">=", 1)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        violated_fields(&e).contains(&"lifecycle_model.transitions[0].to".to_string()),
+        "{:?}",
+        violated_fields(&e)
+    );
+    let e = expect_code(
+        create(LifecycleModel {
+            display_name: "t".into(),
+            template: "funnel".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&e),
+        vec!["lifecycle_model.template".to_string()]
+    );
+    assert_eq!(s.count("lifecycle_models", "acme").await, 0);
+
+    // No active model: nothing to evaluate.
+    let e = expect_code(
+        s.analytics()
+            .evaluate_lifecycle(req(&t, EvaluateLifecycleRequest::default()))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(crm_tests::reason(&e), "NO_ACTIVE_LIFECYCLE_MODEL");
+
+    // From the templates; activating the second switches the first off.
+    let eight = create(LifecycleModel {
+        display_name: "CRM process".into(),
+        template: "crm_process".into(),
+        active: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(eight.stages.len(), 8);
+    assert_eq!(eight.initial, "identify");
+    let four = create(LifecycleModel {
+        display_name: "Relationship".into(),
+        template: "relationship".into(),
+        active: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let keys: Vec<&str> = four.stages.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["explore", "form", "stable", "decline"]);
+    assert_eq!(four.transitions[0].when[0].fact, "order_count");
+    let eight = s
+        .analytics()
+        .get_lifecycle_model(req(
+            &t,
+            GetLifecycleModelRequest {
+                name: eight.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!eight.active);
+    let active = s
+        .analytics()
+        .list_lifecycle_models(req(
+            &t,
+            ListLifecycleModelsRequest {
+                filter: "active = true".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .lifecycle_models;
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].name, four.name);
+
+    // Evaluated at the as-of instant (lifetime facts, the future order left out):
+    // A 3 purchases, the last 9 days before: explore -> form -> stable;
+    // B 1 purchase 149 days before: explore -> form;
+    // C 2 purchases (one before the RFM period), the last 210 days before: explore -> form
+    // -> decline; D, E (only a refund) and R: explore.
+    let evaluate = || {
+        let mut c = s.analytics();
+        let t = t.clone();
+        async move {
+            c.evaluate_lifecycle(req(
+                &t,
+                EvaluateLifecycleRequest {
+                    as_of_time: Some(pts(as_of())),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let op = evaluate().await;
+    let st = op_result(&s, &t, &op.name).await;
+    assert_eq!(num(&st, "evaluated"), 6.0);
+    assert_eq!(num(&st, "changed"), 6.0);
+    assert_eq!(num(&st, "transitions"), 11.0);
+    let stage_of = |who: String| {
+        let mut c = s.analytics();
+        let t = t.clone();
+        async move {
+            c.get_customer_lifecycle(req(&t, GetCustomerLifecycleRequest { customer: who }))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let a = stage_of(contact_name(seeded.a)).await;
+    assert_eq!(a.stage, "stable");
+    assert_eq!(a.model, four.name);
+    assert_eq!(a.enter_time, Some(pts(as_of())));
+    assert_eq!(stage_of(contact_name(seeded.b)).await.stage, "form");
+    assert_eq!(stage_of(contact_name(seeded.c)).await.stage, "decline");
+    assert_eq!(stage_of(contact_name(seeded.d)).await.stage, "explore");
+    assert_eq!(stage_of(contact_name(seeded.e)).await.stage, "explore");
+
+    // A's history, oldest first, in pages of two.
+    let mut history = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = s
+            .analytics()
+            .list_lifecycle_transitions(req(
+                &t,
+                ListLifecycleTransitionsRequest {
+                    customer: contact_name(seeded.a),
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.transitions.len() <= 2);
+        history.extend(page.transitions);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let steps: Vec<(&str, &str, &str, i64)> = history
+        .iter()
+        .map(|h| {
+            (
+                h.from_stage.as_str(),
+                h.to_stage.as_str(),
+                h.reason.as_str(),
+                h.rule,
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("", "explore", "entered the lifecycle model", -1),
+            ("explore", "form", "first purchase", 0),
+            (
+                "form",
+                "stable",
+                "three purchases, the last within 90 days",
+                3
+            ),
+        ]
+    );
+    assert!(
+        history.iter().all(
+            |h| h.transition_time == Some(pts(as_of())) && h.customer == contact_name(seeded.a)
+        )
+    );
+
+    // Evaluating again at the same instant changes nothing and writes nothing.
+    let again = evaluate().await;
+    let st = op_result(&s, &t, &again.name).await;
+    assert_eq!(num(&st, "changed"), 0.0);
+    assert_eq!(s.count("lifecycle_transitions", "acme").await, 11);
+
+    // Another tenant: NOT_FOUND for the contact's stage, its history and the model.
+    let o = s.token("other", Uuid::now_v7(), &["admin"]);
+    expect_code(
+        s.analytics()
+            .get_customer_lifecycle(req(
+                &o,
+                GetCustomerLifecycleRequest {
+                    customer: contact_name(seeded.a),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.analytics()
+            .list_lifecycle_transitions(req(
+                &o,
+                ListLifecycleTransitionsRequest {
+                    customer: contact_name(seeded.a),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.analytics()
+            .get_lifecycle_model(req(
+                &o,
+                GetLifecycleModelRequest {
+                    name: four.name.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+
+    // A rep reads the stage of their own contact only, and may not start evaluations.
+    let mine = s
+        .analytics()
+        .get_customer_lifecycle(req(&rep, GetCustomerLifecycleRequest { customer: r }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.stage, "explore");
+    let e = expect_code(
+        s.analytics()
+            .get_customer_lifecycle(req(
+                &rep,
+                GetCustomerLifecycleRequest {
+                    customer: contact_name(seeded.a),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(crm_tests::reason(&e), "OUT_OF_SCOPE");
+    expect_code(
+        s.analytics()
+            .evaluate_lifecycle(req(&rep, EvaluateLifecycleRequest::default()))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        s.analytics()
+            .create_lifecycle_model(req(
+                &rep,
+                CreateLifecycleModelRequest {
+                    lifecycle_model: Some(LifecycleModel {
+                        display_name: "mine".into(),
+                        template: "relationship".into(),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+}
+
 both!(
     a_cancelled_run_is_never_read,
     rfm_runs_are_operations_with_hand_checked_results,
     configs_are_validated_and_used_by_runs,
     sales_report_by_month_and_region,
     a_run_started_twice_runs_once,
+    lifecycle_models_are_validated_and_evaluated,
 );
