@@ -14,7 +14,7 @@ use crm_core::model::order::OrderStatus;
 use crm_core::model::{self, OrderLine};
 use crm_tests::{Backend, TestServer, both, expect_code, req, violated_fields};
 use sea_orm::{ConnectionTrait, Statement};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -1003,7 +1003,8 @@ fn num(st: &prost_types::Struct, key: &str) -> f64 {
     }
 }
 
-/// A role reading and creating its own contacts only, reading lifecycle models and segments.
+/// A role reading and creating its own contacts only, reading its own orders, lifecycle
+/// models and segments.
 async fn create_rep_role(s: &TestServer, admin: &str) {
     use Action::*;
     let grant = |collection: &str, actions: &[Action], scope: Scope| Grant {
@@ -1022,6 +1023,7 @@ async fn create_rep_role(s: &TestServer, admin: &str) {
                         grant("contacts", &[Read, Create, Update], Scope::Own),
                         grant("lifecycleModels", &[Read], Scope::All),
                         grant("segments", &[Read], Scope::All),
+                        grant("orders", &[Read], Scope::Own),
                     ],
                     ..Default::default()
                 }),
@@ -1410,6 +1412,651 @@ async fn lifecycle_models_are_validated_and_evaluated(backend: Backend) {
     );
 }
 
+/// A gateway whose own job runner is off: the test starts one when it wants jobs to run.
+async fn server_without_jobs(backend: Backend) -> TestServer {
+    TestServer::start_with(backend, |s| s.jobs.enabled = false).await
+}
+
+fn runner(s: &TestServer) -> crm_core::jobs::Runner {
+    let mut h = crm_core::jobs::JobHandlers::new();
+    crm_gateway::server::register_jobs(&mut h).unwrap();
+    crm_core::jobs::Runner::start(
+        s.db.clone(),
+        std::sync::Arc::new(crm_core::clock::SystemClock),
+        h,
+        crm_core::jobs::RunnerSettings {
+            poll_interval: std::time::Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+}
+
+async fn members_of(s: &TestServer, token: &str, segment: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut page_token = String::new();
+    loop {
+        let page = s
+            .analytics()
+            .list_segment_members(req(
+                token,
+                ListSegmentMembersRequest {
+                    segment: segment.into(),
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.members.len() <= 2);
+        for m in page.members {
+            assert_eq!(m.segment, segment);
+            assert!(out.insert(m.customer));
+        }
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn tags_of(s: &TestServer, token: &str, contact: &str) -> Vec<String> {
+    s.contacts()
+        .get_contact(req(
+            token,
+            GetContactRequest {
+                name: contact.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tags
+}
+
+async fn get_segment(s: &TestServer, token: &str, name: &str) -> Segment {
+    s.analytics()
+        .get_segment(req(token, GetSegmentRequest { name: name.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits until the segment's last refresh is another than `before` and has finished.
+async fn next_refresh(s: &TestServer, token: &str, name: &str, before: &str) -> Segment {
+    let seg = get_segment(s, token, name).await;
+    assert_ne!(seg.operation, before, "no refresh followed");
+    wait(s, token, &seg.operation).await;
+    get_segment(s, token, name).await
+}
+
+async fn segments_are_refreshed_tagged_and_kept_up_to_date(backend: Backend) {
+    let s = server_without_jobs(backend).await;
+    s.tenant("acme").await;
+    s.tenant("other").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let seeded = seed(&s, "acme").await;
+    create_rep_role(&s, &t).await;
+    let rep = s.token("acme", Uuid::now_v7(), &["rep"]);
+    let r = rep_contact(&s, &rep, "R").await;
+    let (a, b, c, d, e) = (
+        contact_name(seeded.a),
+        contact_name(seeded.b),
+        contact_name(seeded.c),
+        contact_name(seeded.d),
+        contact_name(seeded.e),
+    );
+    let create = |display_name: &str, rule: &str, tag: &str| {
+        let mut cl = s.analytics();
+        let t = t.clone();
+        let seg = Segment {
+            display_name: display_name.into(),
+            rule: rule.into(),
+            tag: tag.into(),
+            ..Default::default()
+        };
+        async move {
+            cl.create_segment(req(
+                &t,
+                CreateSegmentRequest {
+                    segment: Some(seg),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    let refresh = |name: &str| {
+        let mut cl = s.analytics();
+        let t = t.clone();
+        let name = name.to_owned();
+        async move {
+            cl.refresh_segment(req(&t, RefreshSegmentRequest { name }))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+
+    // Unknown fields (also a custom field not defined yet), a wrong literal: named.
+    for rule in ["regionx = \"EMEA\"", "custom.tier = gold", "rfm.r >= high"] {
+        let err = expect_code(create("bad", rule, "").await, Code::InvalidArgument);
+        assert_eq!(
+            violated_fields(&err),
+            vec!["segment.rule".to_string()],
+            "{rule}"
+        );
+    }
+    let err = expect_code(
+        create("bad", "regionx = \"EMEA\"", "").await,
+        Code::InvalidArgument,
+    );
+    assert!(err.message().contains("regionx"), "{err:?}");
+    assert_eq!(s.count("segments", "acme").await, 0);
+
+    // A custom field of contacts, and B is gold.
+    let admin = s.admin_ctx("acme");
+    admin
+        .create(
+            model::custom_field::CustomFieldDefinition {
+                collection: "contacts".into(),
+                key: "tier".into(),
+                display_name: "Tier".into(),
+                value_type: "ENUM".into(),
+                enum_values: vec!["gold".into(), "silver".into()],
+                required: false,
+            },
+            "",
+        )
+        .await
+        .unwrap();
+    admin
+        .update(
+            seeded.b,
+            model::Contact {
+                custom_fields: BTreeMap::from([(
+                    "tier".to_owned(),
+                    model::custom_field::CustomValue::Enum("gold".into()),
+                )]),
+                ..Default::default()
+            },
+            &["custom_fields".into()],
+            "",
+        )
+        .await
+        .unwrap();
+
+    let emea = create("EMEA", "region = \"EMEA\"", "EMEA-list")
+        .await
+        .unwrap();
+    assert_eq!(emea.tag, "emea-list");
+    let best = create(
+        "Best",
+        "rfm.segment = \"champions\" OR custom.tier = gold",
+        "",
+    )
+    .await
+    .unwrap();
+    let decline = create("Decline", "lifecycle.stage = \"decline\"", "winback")
+        .await
+        .unwrap();
+
+    // A second refresh while the first has not finished answers the first.
+    let first = refresh(&emea.name).await;
+    assert!(!first.done);
+    let second = refresh(&emea.name).await;
+    assert_eq!(second.name, first.name);
+    let jobs = runner(&s);
+
+    let st = op_result(&s, &t, &first.name).await;
+    assert_eq!(num(&st, "evaluated"), 6.0);
+    assert_eq!(num(&st, "members"), 4.0);
+    assert_eq!(num(&st, "tagged"), 4.0);
+    let want: BTreeSet<String> = [&a, &d, &e, &r].into_iter().cloned().collect();
+    assert_eq!(members_of(&s, &t, &emea.name).await, want);
+    let got = get_segment(&s, &t, &emea.name).await;
+    assert_eq!(got.member_count, 4);
+    assert_eq!(got.operation, first.name);
+    assert!(got.refresh_time.is_some());
+    assert!(tags_of(&s, &t, &a).await.contains(&"emea-list".to_string()));
+    assert!(!tags_of(&s, &t, &b).await.contains(&"emea-list".to_string()));
+    // The tag was written through the engine: audited as an update of the contact.
+    let history = s
+        .audit()
+        .list_audit_records(req(
+            &t,
+            ListAuditRecordsRequest {
+                parent: a.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        history
+            .audit_records
+            .iter()
+            .any(|h| h.action == AuditAction::Update as i32),
+        "{history:?}"
+    );
+
+    // The rep sees their own contact only among the members; may not refresh.
+    let mine = members_of(&s, &rep, &emea.name).await;
+    assert_eq!(mine, BTreeSet::from([r.clone()]));
+    expect_code(
+        s.analytics()
+            .refresh_segment(req(
+                &rep,
+                RefreshSegmentRequest {
+                    name: emea.name.clone(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+
+    // Another tenant: NOT_FOUND for the members and for a refresh.
+    let o = s.token("other", Uuid::now_v7(), &["admin"]);
+    expect_code(
+        s.analytics()
+            .list_segment_members(req(
+                &o,
+                ListSegmentMembersRequest {
+                    segment: emea.name.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.analytics()
+            .refresh_segment(req(
+                &o,
+                RefreshSegmentRequest {
+                    name: emea.name.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+
+    // Before any RFM run or lifecycle evaluation: B is gold, nobody declines.
+    let op = refresh(&best.name).await;
+    wait(&s, &t, &op.name).await;
+    assert_eq!(
+        members_of(&s, &t, &best.name).await,
+        BTreeSet::from([b.clone()])
+    );
+    let op = refresh(&decline.name).await;
+    wait(&s, &t, &op.name).await;
+    assert!(members_of(&s, &t, &decline.name).await.is_empty());
+    let before_best = get_segment(&s, &t, &best.name).await.operation;
+    let before_decline = get_segment(&s, &t, &decline.name).await.operation;
+    let before_emea = get_segment(&s, &t, &emea.name).await.operation;
+
+    // An RFM run refreshes the segments reading RFM (A is a champion), not the others.
+    run_rfm(&s, &t, "").await;
+    let best_now = next_refresh(&s, &t, &best.name, &before_best).await;
+    assert_eq!(best_now.member_count, 2);
+    assert_eq!(
+        members_of(&s, &t, &best.name).await,
+        BTreeSet::from([a.clone(), b.clone()])
+    );
+    assert_eq!(get_segment(&s, &t, &emea.name).await.operation, before_emea);
+
+    // A lifecycle evaluation refreshes the segments reading stages: C declines, tagged.
+    s.analytics()
+        .create_lifecycle_model(req(
+            &t,
+            CreateLifecycleModelRequest {
+                lifecycle_model: Some(LifecycleModel {
+                    display_name: "Relationship".into(),
+                    template: "relationship".into(),
+                    active: true,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let op = s
+        .analytics()
+        .evaluate_lifecycle(req(
+            &t,
+            EvaluateLifecycleRequest {
+                as_of_time: Some(pts(as_of())),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    wait(&s, &t, &op.name).await;
+    next_refresh(&s, &t, &decline.name, &before_decline).await;
+    assert_eq!(
+        members_of(&s, &t, &decline.name).await,
+        BTreeSet::from([c.clone()])
+    );
+    assert!(tags_of(&s, &t, &c).await.contains(&"winback".to_string()));
+
+    // A changed rule: those who leave lose the tag, those who enter get it; tags set by
+    // hand stay.
+    let current = get_segment(&s, &t, &emea.name).await;
+    s.analytics()
+        .update_segment(req(
+            &t,
+            UpdateSegmentRequest {
+                segment: Some(Segment {
+                    name: emea.name.clone(),
+                    rule: "region = \"APAC\"".into(),
+                    etag: current.etag.clone(),
+                    ..Default::default()
+                }),
+                update_mask: crm_tests::mask(&["rule"]),
+            },
+        ))
+        .await
+        .unwrap();
+    let e2 = expect_code(
+        s.analytics()
+            .update_segment(req(
+                &t,
+                UpdateSegmentRequest {
+                    segment: Some(Segment {
+                        name: emea.name.clone(),
+                        rule: "lifecycle.phase = x".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: crm_tests::mask(&["rule"]),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e2), vec!["segment.rule".to_string()]);
+    // What refreshes write is not the caller's to set.
+    let e3 = expect_code(
+        s.analytics()
+            .update_segment(req(
+                &t,
+                UpdateSegmentRequest {
+                    segment: Some(Segment {
+                        name: emea.name.clone(),
+                        member_count: 99,
+                        ..Default::default()
+                    }),
+                    update_mask: crm_tests::mask(&["member_count"]),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e3), vec!["update_mask".to_string()]);
+    let op = refresh(&emea.name).await;
+    let st = op_result(&s, &t, &op.name).await;
+    assert_eq!(num(&st, "entered"), 2.0);
+    assert_eq!(num(&st, "left"), 4.0);
+    assert_eq!(
+        members_of(&s, &t, &emea.name).await,
+        BTreeSet::from([b.clone(), c.clone()])
+    );
+    assert!(!tags_of(&s, &t, &a).await.contains(&"emea-list".to_string()));
+    let c_tags = tags_of(&s, &t, &c).await;
+    assert!(c_tags.contains(&"emea-list".to_string()), "{c_tags:?}");
+    assert!(c_tags.contains(&"winback".to_string()), "{c_tags:?}");
+    jobs.shutdown().await;
+}
+
+async fn funnel_and_cohort_reports(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    s.tenant("other").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    seed(&s, "acme").await;
+    create_rep_role(&s, &t).await;
+    let rep = s.token("acme", Uuid::now_v7(), &["rep"]);
+    rep_contact(&s, &rep, "R").await;
+    let funnel = |token: &str, f: FunnelReportRequest| {
+        let mut c = s.analytics();
+        let token = token.to_owned();
+        async move {
+            c.funnel_report(req(&token, f))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+
+    // No active model: nothing to report on.
+    let e = expect_code(
+        funnel(&t, FunnelReportRequest::default()).await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(crm_tests::reason(&e), "NO_ACTIVE_LIFECYCLE_MODEL");
+    let model = s
+        .analytics()
+        .create_lifecycle_model(req(
+            &t,
+            CreateLifecycleModelRequest {
+                lifecycle_model: Some(LifecycleModel {
+                    display_name: "Relationship".into(),
+                    template: "relationship".into(),
+                    active: true,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let op = s
+        .analytics()
+        .evaluate_lifecycle(req(
+            &t,
+            EvaluateLifecycleRequest {
+                as_of_time: Some(pts(as_of())),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    wait(&s, &t, &op.name).await;
+
+    // Reached: A explore, form, stable; B explore, form; C explore, form, decline; D, E
+    // and R explore.
+    let f = funnel(
+        &t,
+        FunnelReportRequest {
+            include_chart: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(f.model, model.name);
+    let steps: Vec<(&str, i64)> = f
+        .steps
+        .iter()
+        .map(|s| (s.stage.as_str(), s.reached))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![("explore", 6), ("form", 3), ("stable", 1), ("decline", 1)]
+    );
+    assert!(f.steps[0].from_previous.is_none());
+    let form = &f.steps[1];
+    let prev = form.from_previous.unwrap();
+    assert_eq!((prev.numerator, prev.denominator), (3, 6));
+    assert_eq!(prev.rate, Some(0.5));
+    let first = f.steps[3].from_first.unwrap();
+    assert_eq!((first.numerator, first.denominator), (1, 6));
+    assert!(
+        f.chart.starts_with("<svg"),
+        "{}",
+        &f.chart[..40.min(f.chart.len())]
+    );
+
+    // Cumulative: C's decline counts for stable too; a chosen order of stages.
+    let f = funnel(
+        &t,
+        FunnelReportRequest {
+            stages: vec![
+                "explore".into(),
+                "form".into(),
+                "stable".into(),
+                "decline".into(),
+            ],
+            cumulative: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let steps: Vec<i64> = f.steps.iter().map(|s| s.reached).collect();
+    assert_eq!(steps, vec![6, 3, 2, 1]);
+    assert!(f.chart.is_empty());
+
+    // Bad input is named.
+    let e = expect_code(
+        funnel(
+            &t,
+            FunnelReportRequest {
+                stages: vec!["explore".into(), "vip".into()],
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), vec!["stages[1]".to_string()]);
+    let e = expect_code(
+        funnel(
+            &t,
+            FunnelReportRequest {
+                include_chart: true,
+                chart_width: 5,
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), vec!["chart_width".to_string()]);
+
+    // A rep counts only the contacts they may read (their own R); another tenant does not
+    // find the model.
+    let mine = funnel(&rep, FunnelReportRequest::default()).await.unwrap();
+    let steps: Vec<i64> = mine.steps.iter().map(|s| s.reached).collect();
+    assert_eq!(steps, vec![1, 0, 0, 0]);
+    let o = s.token("other", Uuid::now_v7(), &["admin"]);
+    expect_code(
+        funnel(
+            &o,
+            FunnelReportRequest {
+                model: model.name.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::NotFound,
+    );
+
+    // Cohorts by first-purchase month (UTC): C in 2025-05 (again in 2025-12), B in
+    // 2026-01, A in 2026-03 (again in May and June); refunds, cancelled, future and
+    // account-only orders are no purchases.
+    let cohorts = |token: &str, c: CohortReportRequest| {
+        let mut cl = s.analytics();
+        let token = token.to_owned();
+        async move {
+            cl.cohort_report(req(&token, c))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let r = cohorts(
+        &t,
+        CohortReportRequest {
+            as_of_time: Some(pts(as_of())),
+            include_chart: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.time_zone, "UTC");
+    let rows: Vec<(&str, i64, Vec<i64>)> = r
+        .cohorts
+        .iter()
+        .map(|c| (c.cohort.as_str(), c.size, c.active.clone()))
+        .collect();
+    let mut c_row = vec![0; 14];
+    c_row[0] = 1;
+    c_row[7] = 1;
+    assert_eq!(
+        rows,
+        vec![
+            ("2025-05", 1, c_row),
+            ("2026-01", 1, vec![1, 0, 0, 0, 0, 0]),
+            ("2026-03", 1, vec![1, 0, 1, 1]),
+        ]
+    );
+    assert_eq!(r.cohorts[2].retention, vec![1.0, 0.0, 1.0, 1.0]);
+    assert_eq!(r.cohorts[1].cohort_start_date.as_ref().unwrap().month, 1);
+    assert!(r.chart.starts_with("<svg"));
+
+    // In Berlin B's first purchase is February's; from 2026 on only.
+    let r = cohorts(
+        &t,
+        CohortReportRequest {
+            as_of_time: Some(pts(as_of())),
+            start_time: Some(pts(at(2026, 1, 1, 0, 0))),
+            time_zone: "Europe/Berlin".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = r.cohorts.iter().map(|c| c.cohort.as_str()).collect();
+    assert_eq!(names, vec!["2026-02", "2026-03"]);
+    let e = expect_code(
+        cohorts(
+            &t,
+            CohortReportRequest {
+                time_zone: "Atlantis/Capital".into(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), vec!["time_zone".to_string()]);
+
+    // The rep reads their own orders only (none); another tenant has none; a role without
+    // orders may not ask.
+    assert!(
+        cohorts(&rep, CohortReportRequest::default())
+            .await
+            .unwrap()
+            .cohorts
+            .is_empty()
+    );
+    assert!(
+        cohorts(&o, CohortReportRequest::default())
+            .await
+            .unwrap()
+            .cohorts
+            .is_empty()
+    );
+    let nobody = s.token("acme", Uuid::now_v7(), &[]);
+    expect_code(
+        cohorts(&nobody, CohortReportRequest::default()).await,
+        Code::PermissionDenied,
+    );
+}
+
 both!(
     a_cancelled_run_is_never_read,
     rfm_runs_are_operations_with_hand_checked_results,
@@ -1417,4 +2064,6 @@ both!(
     sales_report_by_month_and_region,
     a_run_started_twice_runs_once,
     lifecycle_models_are_validated_and_evaluated,
+    segments_are_refreshed_tagged_and_kept_up_to_date,
+    funnel_and_cohort_reports,
 );

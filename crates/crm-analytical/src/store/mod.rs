@@ -13,6 +13,6 @@ pub mod segments;
 
 pub use model::{
     LifecycleModel, LifecycleState, LifecycleTransition, ResultStatus, RfmResult, RfmRun,
-    RfmSettings, RunState, RunStats, SCHEMA, Segment, SegmentMember, ValueContribution,
-    ValueResult,
+    RfmSettings, RunState, RunStats, SCHEMA, SEGMENT_OUTPUT_FIELDS, Segment, SegmentMember,
+    ValueContribution, ValueResult,
 };

@@ -513,6 +513,9 @@ pub struct Segment {
     pub operation: String,
 }
 
+/// The fields of [`Segment`] only refreshes write.
+pub const SEGMENT_OUTPUT_FIELDS: &[&str] = &["member_count", "refresh_time", "operation"];
+
 /// Longest segment rule, in characters.
 pub const MAX_RULE_CHARS: usize = 4000;
 
@@ -524,10 +527,9 @@ impl Resource for Segment {
         FieldSpec::new("display_name", "display_name", Kind::Text).sort(),
         FieldSpec::new("rule", "rule", Kind::Text),
         FieldSpec::new("tag", "tag", Kind::Text).filter(),
-        FieldSpec::new("member_count", "member_count", Kind::Int)
-            .sort()
-            .immutable(),
-        FieldSpec::new("refresh_time", "refresh_time", Kind::Time).immutable(),
+        // Written by refreshes only: the API refuses them in update masks.
+        FieldSpec::new("member_count", "member_count", Kind::Int).sort(),
+        FieldSpec::new("refresh_time", "refresh_time", Kind::Time),
         FieldSpec::new("operation", "operation", Kind::Text),
     ];
 

@@ -12,8 +12,8 @@ use crm_analytical::store::reports::{self, CohortQuery, FunnelQuery};
 use crm_analytical::store::rfm_runs::{self, StartRun};
 use crm_analytical::store::sales::{self, Dimension, SalesQuery};
 use crm_analytical::store::{
-    LifecycleModel, LifecycleState, LifecycleTransition, Segment, SegmentMember, lifecycle,
-    segments,
+    LifecycleModel, LifecycleState, LifecycleTransition, SEGMENT_OUTPUT_FIELDS, Segment,
+    SegmentMember, lifecycle, segments,
 };
 use crm_analytical::store::{ResultStatus, RfmResult, RfmRun, RfmSettings, RunState, RunStats};
 use crm_analytical::value::{Normalisation, ValueModel, Weights};
@@ -636,15 +636,67 @@ crate::service_impl!(AnalyticsService, Analytics, [
         list_lifecycle_models(pb::ListLifecycleModelsRequest => ListLifecycleModelsResponse . lifecycle_models),
         update_lifecycle_model(pb::UpdateLifecycleModelRequest),
         delete_lifecycle_model(pb::DeleteLifecycleModelRequest)
-    },
-    Segment => pb::Segment {
-        create_segment(pb::CreateSegmentRequest, segment),
-        get_segment(pb::GetSegmentRequest),
-        list_segments(pb::ListSegmentsRequest => ListSegmentsResponse . segments),
-        update_segment(pb::UpdateSegmentRequest),
-        delete_segment(pb::DeleteSegmentRequest)
     }
 ]
+    async fn create_segment(
+        &self,
+        r: Request<pb::CreateSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        Ok(Response::new(super::create::<Segment, pb::Segment>(&ctx, r.segment, &r.request_id).await?))
+    }
+
+    async fn get_segment(
+        &self,
+        r: Request<pb::GetSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        Ok(Response::new(super::get::<Segment, pb::Segment>(&ctx, &r.get_ref().name).await?))
+    }
+
+    async fn list_segments(
+        &self,
+        r: Request<pb::ListSegmentsRequest>,
+    ) -> Result<Response<ListSegmentsResponse>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        let p = super::params(r.page_size, r.page_token, r.filter, r.order_by);
+        let (segments, next_page_token) = super::list::<Segment, pb::Segment>(&ctx, p).await?;
+        Ok(Response::new(ListSegmentsResponse { segments, next_page_token }))
+    }
+
+    /// Like the other updates, but the fields refreshes write are refused in the mask.
+    async fn update_segment(
+        &self,
+        r: Request<pb::UpdateSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        if let Some(p) = r
+            .update_mask
+            .iter()
+            .flat_map(|m| m.paths.iter())
+            .find(|p| SEGMENT_OUTPUT_FIELDS.contains(&p.trim_start_matches("segment.")))
+        {
+            return Err(Error::invalid(
+                "update_mask",
+                format!("field {p:?} is output only"),
+            ))
+            .or_status();
+        }
+        Ok(Response::new(super::update::<Segment, pb::Segment>(&ctx, r.segment, r.update_mask).await?))
+    }
+
+    async fn delete_segment(
+        &self,
+        r: Request<pb::DeleteSegmentRequest>,
+    ) -> Result<Response<()>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        super::delete::<Segment, pb::Segment>(&ctx, &r.get_ref().name, &r.get_ref().etag).await?;
+        Ok(Response::new(()))
+    }
+
     async fn start_rfm_run(
         &self,
         r: Request<pb::StartRfmRunRequest>,
