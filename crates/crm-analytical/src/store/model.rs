@@ -546,12 +546,12 @@ impl Resource for Segment {
         if let Some(s) = v.check(validate::text("rule", &self.rule, MAX_RULE_CHARS, false)) {
             self.rule = s;
         }
-        if !self.tag.trim().is_empty()
-            && let Some(t) = v.check(validate::tags("tag", std::slice::from_ref(&self.tag)))
-        {
-            self.tag = t.into_iter().next().unwrap_or_default();
-        } else if self.tag.trim().is_empty() {
-            self.tag = String::new();
+        // One tag as contacts keep them (crm-core's tag rules), named `tag`.
+        if let Some(t) = v.check(validate::text("tag", &self.tag, 64, false)) {
+            if t.contains('|') {
+                v.add("tag", "must not contain '|'");
+            }
+            self.tag = t.to_lowercase();
         }
         v.into_result()
     }
@@ -693,3 +693,103 @@ pub const SCHEMA: &[SchemaChange] = &[
         ],
     ),
 ];
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn fields(e: &Error) -> Vec<String> {
+        e.violations.iter().map(|v| v.field.clone()).collect()
+    }
+
+    #[test]
+    fn a_lifecycle_model_from_a_template_copies_it_once() {
+        let mut m = LifecycleModel {
+            display_name: " Relationship ".into(),
+            template: " relationship ".into(),
+            ..Default::default()
+        };
+        m.validate().unwrap();
+        assert_eq!(m.display_name, "Relationship");
+        assert_eq!(m.template, "relationship");
+        assert_eq!(m.stage_model(), {
+            let mut t = StageModel::four_stage();
+            t.key = "relationship".into();
+            t
+        });
+        // Stages given: the template is only a label, the stages are the tenant's.
+        let mut custom = LifecycleModel {
+            display_name: "Mine".into(),
+            template: "crm_process".into(),
+            stages: vec![
+                Stage {
+                    key: "new".into(),
+                    name: String::new(),
+                },
+                Stage {
+                    key: "buyer".into(),
+                    name: String::new(),
+                },
+            ],
+            initial: "new".into(),
+            transitions: vec![TransitionRule {
+                from: vec![],
+                to: "buyer".into(),
+                when: vec![],
+                reason: String::new(),
+            }],
+            active: true,
+        };
+        custom.validate().unwrap();
+        assert_eq!(custom.stages.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_lifecycle_model_names_its_fields() {
+        let mut m = LifecycleModel {
+            display_name: String::new(),
+            template: "waterfall".into(),
+            ..Default::default()
+        };
+        let e = m.validate().unwrap_err();
+        assert_eq!(fields(&e), ["display_name", "template"]);
+        let mut m = LifecycleModel {
+            display_name: "x".into(),
+            stages: vec![Stage {
+                key: "a".into(),
+                name: String::new(),
+            }],
+            initial: "b".into(),
+            ..Default::default()
+        };
+        let e = m.validate().unwrap_err();
+        assert_eq!(fields(&e), ["initial"]);
+    }
+
+    #[test]
+    fn a_segment_tag_is_one_lower_case_tag() {
+        let mut s = Segment {
+            display_name: "EMEA".into(),
+            rule: " region = \"EMEA\" ".into(),
+            tag: " EMEA-List ".into(),
+            ..Default::default()
+        };
+        s.validate().unwrap();
+        assert_eq!(s.tag, "emea-list");
+        assert_eq!(s.rule, "region = \"EMEA\"");
+        let mut s = Segment {
+            display_name: "x".into(),
+            tag: "a|b".into(),
+            ..Default::default()
+        };
+        assert_eq!(fields(&s.validate().unwrap_err()), ["tag"]);
+        let mut s = Segment {
+            display_name: "x".into(),
+            tag: "   ".into(),
+            ..Default::default()
+        };
+        s.validate().unwrap();
+        assert_eq!(s.tag, "");
+    }
+}

@@ -245,3 +245,26 @@ fn cohort_chart(m: &CohortMatrix, size: chart::Size) -> Result<String> {
     };
     chart::line_chart_svg(&data, size).map_err(Error::from)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_cohort_chart_has_one_line_per_cohort_and_a_month_per_category() {
+        let t = |y, m, d| Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).unwrap();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let m = report::cohort_retention(
+            &[(a, t(2026, 1, 5)), (a, t(2026, 3, 5)), (b, t(2026, 2, 5))],
+            chrono_tz::UTC,
+            t(2026, 3, 31),
+        );
+        assert_eq!(m.rows.len(), 2);
+        let svg = cohort_chart(&m, chart::Size::default()).unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("2026-01") && svg.contains("2026-02"), "{svg}");
+        assert!(svg.contains("M+2"));
+    }
+}

@@ -241,9 +241,15 @@ pub async fn run_job(job: JobContext) -> Result<JobOutcome> {
     match compute(&job, &ctx, &run).await {
         Ok(Some(stats)) => {
             finish(&ctx, &run, RunState::Succeeded, stats.clone(), "").await?;
-            // Segments reading RFM scores or value follow the new results.
-            super::segments::refresh_dependents(&ctx, super::segments::RFM_FIELDS).await?;
-            Ok(JobOutcome::Done(summary(&run.meta.id, &stats)))
+            let mut out = summary(&run.meta.id, &stats);
+            // Segments reading RFM scores or value follow the new results. The run stands
+            // when starting their refreshes fails (it is said in the result).
+            if let Err(e) =
+                super::segments::refresh_dependents(&ctx, super::segments::RFM_FIELDS).await
+            {
+                out["segment_refresh_error"] = json!(e.message);
+            }
+            Ok(JobOutcome::Done(out))
         }
         Ok(None) => {
             if job.interrupt() == Some(Interrupt::CancelRequested) {
