@@ -1735,12 +1735,34 @@ async fn segments_are_refreshed_tagged_and_kept_up_to_date(backend: Backend) {
         .unwrap()
         .into_inner();
     wait(&s, &t, &op.name).await;
-    next_refresh(&s, &t, &decline.name, &before_decline).await;
+    // Kept in the evaluation's own transactions, for the changed customers: no refresh.
+    let now = get_segment(&s, &t, &decline.name).await;
+    assert_eq!(now.operation, before_decline);
+    assert_eq!(now.member_count, 1);
     assert_eq!(
         members_of(&s, &t, &decline.name).await,
         BTreeSet::from([c.clone()])
     );
     assert!(tags_of(&s, &t, &c).await.contains(&"winback".to_string()));
+    // A year later A and B have lapsed too.
+    let op = s
+        .analytics()
+        .evaluate_lifecycle(req(
+            &t,
+            EvaluateLifecycleRequest {
+                as_of_time: Some(pts(at(2027, 6, 30, 0, 0))),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    wait(&s, &t, &op.name).await;
+    assert_eq!(get_segment(&s, &t, &decline.name).await.member_count, 3);
+    assert_eq!(
+        members_of(&s, &t, &decline.name).await,
+        BTreeSet::from([a.clone(), b.clone(), c.clone()])
+    );
+    assert!(tags_of(&s, &t, &a).await.contains(&"winback".to_string()));
 
     // A changed rule: those who leave lose the tag, those who enter get it; tags set by
     // hand stay.

@@ -15,9 +15,10 @@
 //! **Evaluation.** A customer without a stage in the active model enters its initial stage
 //! (a transition with an empty `from_stage`); then [`crate::lifecycle::StageModel::settle`]
 //! applies rules until none fires. Customers are evaluated a page at a time, each page in
-//! one transaction (stages and transitions commit together); a page is idempotent (the
-//! stored stage is read again), so a job claimed again after a crash resumes from its
-//! checkpoint without doubling transitions.
+//! one transaction (stages, transitions and the memberships of the segments reading
+//! `lifecycle.stage`, for the customers whose stage changed, commit together); a page is
+//! idempotent (the stored stage is read again), so a job claimed again after a crash resumes
+//! from its checkpoint without doubling transitions.
 
 use super::model::{LifecycleModel, LifecycleState, LifecycleTransition, RfmResult, RfmRun};
 use super::rfm_runs::{aggregate_page, contact_page};
@@ -137,6 +138,10 @@ pub async fn run_evaluation(job: JobContext) -> Result<JobOutcome> {
     };
     let stage_model = model.data.stage_model();
     let rfm_run = latest_rfm_run(&ctx).await?;
+    // Segments reading stages follow each change in the transaction that makes it.
+    let tx = ctx.begin().await?;
+    let segments = super::segments::dependents(&tx, &["lifecycle.stage"]).await?;
+    drop(tx);
     let conn = &ctx.db.conn;
     let tenant = ctx.tenant().to_owned();
     let mut cp: Checkpoint = job.checkpoint_as()?.unwrap_or_default();
@@ -153,8 +158,16 @@ pub async fn run_evaluation(job: JobContext) -> Result<JobOutcome> {
         let Some(last) = ids.last().copied() else {
             break;
         };
-        let (changed, transitions) =
-            evaluate_page(&ctx, &model, &stage_model, rfm_run, &ids, p.as_of).await?;
+        let (changed, transitions) = evaluate_page(
+            &ctx,
+            &model,
+            &stage_model,
+            rfm_run,
+            &segments,
+            &ids,
+            p.as_of,
+        )
+        .await?;
         cp.after = Some(last);
         cp.evaluated += i64::try_from(ids.len()).unwrap_or(0);
         cp.changed += changed;
@@ -164,9 +177,6 @@ pub async fn run_evaluation(job: JobContext) -> Result<JobOutcome> {
         progress.counts.insert("transitions".into(), cp.transitions);
         let saved = serde_json::to_value(&cp).map_err(|e| Error::internal(e.to_string()))?;
         job.save(&saved, &progress).await?;
-    }
-    if cp.changed > 0 {
-        super::segments::refresh_dependents(&ctx, &["lifecycle.stage"]).await?;
     }
     Ok(JobOutcome::Done(json!({
         "model": format!("lifecycleModels/{}", model.meta.id),
@@ -242,18 +252,21 @@ async fn page_facts(
     Ok(facts)
 }
 
-/// Evaluates one page in one transaction; returns (customers whose stage changed,
-/// transitions written).
+/// Evaluates one page in one transaction (stages, transitions and the memberships of the
+/// segments reading stages); returns (customers whose stage changed, transitions written).
 async fn evaluate_page(
     ctx: &Ctx,
     model: &Record<LifecycleModel>,
     stage_model: &StageModel,
     rfm_run: Option<Uuid>,
+    segments: &[super::segments::Compiled],
     ids: &[Uuid],
     as_of: DateTime<Utc>,
 ) -> Result<(i64, i64)> {
     let facts = page_facts(ctx, rfm_run, ids, as_of).await?;
     let tx = ctx.begin().await?;
+    // Evaluations take turns page by page: a page reads the stages the other wrote.
+    tx.lock_counter("lifecycle-evaluation").await?;
     let states: HashMap<Uuid, Record<LifecycleState>> = tx
         .find::<LifecycleState>(
             Condition::all().add(Expr::col("customer_id").is_in(ids.iter().copied())),
@@ -264,6 +277,7 @@ async fn evaluate_page(
         .filter_map(|s| s.data.customer.map(|c| (c, s)))
         .collect();
     let (mut changed, mut written) = (0i64, 0i64);
+    let mut moved = Vec::new();
     for id in ids {
         let Some(f) = facts.get(id) else {
             continue;
@@ -305,6 +319,7 @@ async fn evaluate_page(
             continue;
         };
         changed += 1;
+        moved.push(*id);
         for (i, mut m) in moves.into_iter().enumerate() {
             m.step = i64::try_from(i).unwrap_or(i64::MAX);
             tx.create(m).await?;
@@ -337,6 +352,7 @@ async fn evaluate_page(
             }
         }
     }
+    super::segments::apply_changes(&tx, segments, rfm_run, &moved, ctx.clock.now()).await?;
     tx.commit().await?;
     Ok((changed, written))
 }

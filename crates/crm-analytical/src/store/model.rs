@@ -659,7 +659,9 @@ pub const SCHEMA: &[SchemaChange] = &[
                 "customer_id UUID NULL, model_id UUID NULL, stage TEXT NOT NULL, \
                  enter_time TIMESTAMPTZ NULL, evaluate_time TIMESTAMPTZ NULL"
             ),
-            "CREATE INDEX lifecycle_states_customer ON lifecycle_states (tenant_id, customer_id)",
+            // One stage per customer, whatever evaluations run at once.
+            "CREATE UNIQUE INDEX lifecycle_states_customer ON lifecycle_states \
+             (tenant_id, customer_id) WHERE delete_time IS NULL",
             "CREATE INDEX lifecycle_states_stage ON lifecycle_states (tenant_id, model_id, stage, id)",
             crm_core::resource_table!(
                 "lifecycle_transitions",
@@ -687,8 +689,9 @@ pub const SCHEMA: &[SchemaChange] = &[
                 "segment_members",
                 "segment_id UUID NULL, customer_id UUID NULL, enter_time TIMESTAMPTZ NULL"
             ),
-            "CREATE INDEX segment_members_segment ON segment_members \
-             (tenant_id, segment_id, customer_id)",
+            // A contact is a member once.
+            "CREATE UNIQUE INDEX segment_members_segment ON segment_members \
+             (tenant_id, segment_id, customer_id) WHERE delete_time IS NULL",
             "CREATE INDEX segment_members_customer ON segment_members (tenant_id, customer_id)",
         ],
     ),

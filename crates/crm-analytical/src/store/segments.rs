@@ -10,17 +10,20 @@
 //! memberships are read again), so a refresh claimed again after a crash resumes from its
 //! checkpoint.
 //!
-//! **Incremental updates.** When an RFM run succeeds or a lifecycle evaluation changes
-//! stages, the segments whose rules read what changed (`rfm.*`, `value`, `behaviour.*`;
-//! `lifecycle.stage`) are refreshed by the same job; others are left alone. A contact's own
+//! **Incremental updates.** When a lifecycle evaluation changes customers' stages, the
+//! segments whose rules read `lifecycle.stage` are brought up to date for those customers
+//! only, in the transaction that writes the stages ([`apply_changes`]). When an RFM run
+//! succeeds (new scores for everyone), the segments reading `rfm.*`, `value` or
+//! `behaviour.*` are refreshed by the refresh job; others are left alone. A contact's own
 //! fields (region, tags, custom fields) are read at the next refresh: a contact write does
 //! not re-evaluate segments by itself.
 
 use super::lifecycle::latest_rfm_run;
 use super::model::{LifecycleState, ResultStatus, RfmResult, Segment, SegmentMember};
 use super::rfm_runs::ops_id;
-use crate::segment::{CustomerRecord, FieldCatalog, PRODUCT_PATH, SegmentDefinition, SegmentRule};
-use crate::segment::{Value, tag_delta};
+use crate::segment::{
+    CustomerRecord, FieldCatalog, PRODUCT_PATH, SegmentDefinition, SegmentRule, Value, tag_delta,
+};
 use chrono::{DateTime, Utc};
 use crm_core::error::{Error, ErrorKind, Result};
 use crm_core::jobs::{self, JobContext, JobOutcome, OnDuplicate, Progress};
@@ -161,20 +164,13 @@ pub async fn start_refresh(ctx: &Ctx, segment: Uuid) -> Result<Refresh> {
 }
 
 /// Refreshes every segment whose rule reads one of `changed` (called as the system when an
-/// RFM run or a lifecycle evaluation changed those fields).
+/// RFM run changed those fields for everyone).
 pub async fn refresh_dependents(ctx: &Ctx, changed: &[&str]) -> Result<()> {
     let tx = ctx.begin().await?;
-    let catalog = catalog(&tx).await?;
-    let segments = tx.find::<Segment>(Condition::all(), 1000).await?;
+    let segments = dependents(&tx, changed).await?;
     drop(tx);
     for s in segments {
-        // A rule that no longer compiles (a custom field removed) waits for its editor.
-        let Ok(rule) = SegmentRule::compile(&s.data.rule, &catalog) else {
-            continue;
-        };
-        if rule.depends_on(changed) {
-            start_refresh(ctx, s.meta.id).await?;
-        }
+        start_refresh(ctx, s.id).await?;
     }
     Ok(())
 }
@@ -212,6 +208,214 @@ fn record(
     Ok(r)
 }
 
+/// A segment ready to evaluate: its id, compiled rule and tag.
+pub(crate) struct Compiled {
+    id: Uuid,
+    rule: SegmentRule,
+    def: SegmentDefinition,
+}
+
+impl Compiled {
+    fn new(seg: &Record<Segment>, catalog: &FieldCatalog) -> Result<Self> {
+        Ok(Self {
+            id: seg.meta.id,
+            rule: SegmentRule::compile(&seg.data.rule, catalog).map_err(Error::from)?,
+            def: SegmentDefinition {
+                key: seg.meta.id.to_string(),
+                name: seg.data.display_name.clone(),
+                rule: seg.data.rule.clone(),
+                tags: if seg.data.tag.is_empty() {
+                    vec![]
+                } else {
+                    vec![seg.data.tag.clone()]
+                },
+            },
+        })
+    }
+}
+
+/// The tenant's segments whose rules read one of `changed`, compiled (as the system).
+pub(crate) async fn dependents(tx: &Tx<'_>, changed: &[&str]) -> Result<Vec<Compiled>> {
+    let catalog = catalog(tx).await?;
+    let mut out = Vec::new();
+    for s in tx.find::<Segment>(Condition::all(), 1000).await? {
+        // A rule that no longer compiles (a custom field removed) waits for its editor.
+        if let Ok(c) = Compiled::new(&s, &catalog)
+            && c.rule.depends_on(changed)
+        {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// What rules read about some contacts besides their own fields: their latest RFM results
+/// and lifecycle stages, read in `tx` (so a stage written in it is seen).
+pub(crate) struct Inputs {
+    rfm: HashMap<Uuid, RfmResult>,
+    stages: HashMap<Uuid, String>,
+}
+
+pub(crate) async fn inputs(tx: &Tx<'_>, rfm_run: Option<Uuid>, ids: &[Uuid]) -> Result<Inputs> {
+    let in_ids = |col: &'static str| Expr::col(col).is_in(ids.iter().copied());
+    let limit = Ord::max(u64::try_from(ids.len()).unwrap_or(u64::MAX), 1);
+    let rfm = match rfm_run {
+        Some(run) => tx
+            .find::<RfmResult>(
+                Condition::all()
+                    .add(Expr::col("run_id").eq(run))
+                    .add(in_ids("customer_id")),
+                limit,
+            )
+            .await?
+            .into_iter()
+            .filter_map(|r| r.data.customer.map(|c| (c, r.data)))
+            .collect(),
+        None => HashMap::new(),
+    };
+    let stages = tx
+        .find::<LifecycleState>(Condition::all().add(in_ids("customer_id")), limit)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.data.customer.map(|c| (c, s.data.stage)))
+        .collect();
+    Ok(Inputs { rfm, stages })
+}
+
+/// What evaluating some contacts changed.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counts {
+    pub(crate) members: i64,
+    pub(crate) entered: i64,
+    pub(crate) left: i64,
+    pub(crate) tagged: i64,
+}
+
+/// Brings the memberships of `contacts` in `seg` (and the segment's tag on them) in line
+/// with its rule, in `tx`. The contacts must be read in `tx` after any earlier tag write to
+/// them in it.
+pub(crate) async fn apply(
+    tx: &Tx<'_>,
+    seg: &Compiled,
+    catalog: &FieldCatalog,
+    contacts: &[Record<Contact>],
+    inputs: &Inputs,
+    now: DateTime<Utc>,
+) -> Result<Counts> {
+    let mut n = Counts::default();
+    let ids: Vec<Uuid> = contacts.iter().map(|c| c.meta.id).collect();
+    let members: HashMap<Uuid, Record<SegmentMember>> = tx
+        .find::<SegmentMember>(
+            Condition::all()
+                .add(Expr::col("segment_id").eq(seg.id))
+                .add(Expr::col("customer_id").is_in(ids.iter().copied())),
+            Ord::max(u64::try_from(ids.len()).unwrap_or(u64::MAX), 1),
+        )
+        .await?
+        .into_iter()
+        .filter_map(|m| m.data.customer.map(|c| (c, m)))
+        .collect();
+    for c in contacts {
+        let id = c.meta.id;
+        let r = record(
+            catalog,
+            c,
+            inputs.rfm.get(&id),
+            inputs.stages.get(&id).map(String::as_str),
+        )?;
+        let member = seg.rule.matches(&r).map_err(Error::from)?;
+        match (members.get(&id), member) {
+            (None, true) => {
+                tx.create(SegmentMember {
+                    segment: Some(seg.id),
+                    customer: Some(id),
+                    enter_time: Some(now),
+                })
+                .await?;
+                n.entered += 1;
+            }
+            (Some(m), false) => {
+                tx.delete::<SegmentMember>(m.meta.id, &m.meta.etag())
+                    .await?;
+                n.left += 1;
+            }
+            _ => {}
+        }
+        if member {
+            n.members += 1;
+        }
+        if seg.def.tags.is_empty() {
+            continue;
+        }
+        let delta = tag_delta(&c.data.tags, &[(&seg.def, member)]);
+        if delta.add.is_empty() && delta.remove.is_empty() {
+            continue;
+        }
+        let mut tags: Vec<String> = c
+            .data
+            .tags
+            .iter()
+            .filter(|t| !delta.remove.contains(&t.to_lowercase()))
+            .cloned()
+            .collect();
+        tags.extend(delta.add.iter().cloned());
+        tx.update(
+            id,
+            Contact {
+                tags,
+                ..Default::default()
+            },
+            &["tags".into()],
+            &c.meta.etag(),
+        )
+        .await?;
+        n.tagged += 1;
+    }
+    Ok(n)
+}
+
+/// Incremental membership: after `changed` contacts' stages or scores were written in `tx`,
+/// brings every segment in `segments` up to date for them, in the same transaction, and
+/// moves each segment's member count by what changed.
+pub(crate) async fn apply_changes(
+    tx: &Tx<'_>,
+    segments: &[Compiled],
+    rfm_run: Option<Uuid>,
+    changed: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if segments.is_empty() || changed.is_empty() {
+        return Ok(());
+    }
+    let catalog = catalog(tx).await?;
+    let inputs = inputs(tx, rfm_run, changed).await?;
+    let limit = u64::try_from(changed.len()).unwrap_or(u64::MAX);
+    for seg in segments {
+        // Read again for each segment: an earlier one may have changed their tags.
+        let contacts = tx
+            .find::<Contact>(
+                Condition::all().add(Expr::col("id").is_in(changed.iter().copied())),
+                limit,
+            )
+            .await?;
+        let n = apply(tx, seg, &catalog, &contacts, &inputs, now).await?;
+        if n.entered != n.left {
+            let current = tx.get::<Segment>(seg.id).await?;
+            tx.update(
+                seg.id,
+                Segment {
+                    member_count: Ord::max(current.data.member_count + n.entered - n.left, 0),
+                    ..Default::default()
+                },
+                &["member_count".into()],
+                &current.meta.etag(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// The job handler of [`SEGMENT_JOB`].
 pub async fn run_refresh(job: JobContext) -> Result<JobOutcome> {
     let p: Payload = job.payload_as()?;
@@ -224,17 +428,7 @@ pub async fn run_refresh(job: JobContext) -> Result<JobOutcome> {
     let tx = ctx.begin().await?;
     let catalog = catalog(&tx).await?;
     drop(tx);
-    let rule = SegmentRule::compile(&seg.data.rule, &catalog).map_err(Error::from)?;
-    let def = SegmentDefinition {
-        key: seg.meta.id.to_string(),
-        name: seg.data.display_name.clone(),
-        rule: seg.data.rule.clone(),
-        tags: if seg.data.tag.is_empty() {
-            vec![]
-        } else {
-            vec![seg.data.tag.clone()]
-        },
-    };
+    let compiled = Compiled::new(&seg, &catalog)?;
     let rfm_run = latest_rfm_run(&ctx).await?;
     let mut cp: Checkpoint = job.checkpoint_as()?.unwrap_or_default();
     let mut progress = Progress::default();
@@ -253,93 +447,13 @@ pub async fn run_refresh(job: JobContext) -> Result<JobOutcome> {
             break;
         };
         let ids: Vec<Uuid> = contacts.iter().map(|c| c.meta.id).collect();
-        let in_page = |col: &'static str| Expr::col(col).is_in(ids.iter().copied());
-        let rfm: HashMap<Uuid, RfmResult> = match rfm_run {
-            Some(run) => tx
-                .find::<RfmResult>(
-                    Condition::all()
-                        .add(Expr::col("run_id").eq(run))
-                        .add(in_page("customer_id")),
-                    PAGE,
-                )
-                .await?
-                .into_iter()
-                .filter_map(|r| r.data.customer.map(|c| (c, r.data)))
-                .collect(),
-            None => HashMap::new(),
-        };
-        let stages: HashMap<Uuid, String> = tx
-            .find::<LifecycleState>(Condition::all().add(in_page("customer_id")), PAGE)
-            .await?
-            .into_iter()
-            .filter_map(|s| s.data.customer.map(|c| (c, s.data.stage)))
-            .collect();
-        let members: HashMap<Uuid, Record<SegmentMember>> = tx
-            .find::<SegmentMember>(
-                Condition::all()
-                    .add(Expr::col("segment_id").eq(seg.meta.id))
-                    .add(in_page("customer_id")),
-                PAGE,
-            )
-            .await?
-            .into_iter()
-            .filter_map(|m| m.data.customer.map(|c| (c, m)))
-            .collect();
-        for c in &contacts {
-            let id = c.meta.id;
-            let r = record(
-                &catalog,
-                c,
-                rfm.get(&id),
-                stages.get(&id).map(String::as_str),
-            )?;
-            let member = rule.matches(&r).map_err(Error::from)?;
-            match (members.get(&id), member) {
-                (None, true) => {
-                    tx.create(SegmentMember {
-                        segment: Some(seg.meta.id),
-                        customer: Some(id),
-                        enter_time: Some(now),
-                    })
-                    .await?;
-                    cp.entered += 1;
-                }
-                (Some(m), false) => {
-                    tx.delete::<SegmentMember>(m.meta.id, &m.meta.etag())
-                        .await?;
-                    cp.left += 1;
-                }
-                _ => {}
-            }
-            if member {
-                cp.members += 1;
-            }
-            if !def.tags.is_empty() {
-                let delta = tag_delta(&c.data.tags, &[(&def, member)]);
-                if !delta.add.is_empty() || !delta.remove.is_empty() {
-                    let mut tags: Vec<String> = c
-                        .data
-                        .tags
-                        .iter()
-                        .filter(|t| !delta.remove.contains(&t.to_lowercase()))
-                        .cloned()
-                        .collect();
-                    tags.extend(delta.add.iter().cloned());
-                    tx.update(
-                        id,
-                        Contact {
-                            tags,
-                            ..Default::default()
-                        },
-                        &["tags".into()],
-                        &c.meta.etag(),
-                    )
-                    .await?;
-                    cp.tagged += 1;
-                }
-            }
-        }
+        let inputs = inputs(&tx, rfm_run, &ids).await?;
+        let n = apply(&tx, &compiled, &catalog, &contacts, &inputs, now).await?;
         tx.commit().await?;
+        cp.members += n.members;
+        cp.entered += n.entered;
+        cp.left += n.left;
+        cp.tagged += n.tagged;
         cp.after = Some(last);
         cp.evaluated += i64::try_from(contacts.len()).unwrap_or(0);
         progress.done = cp.evaluated;
