@@ -1607,6 +1607,18 @@ async fn segments_are_refreshed_tagged_and_kept_up_to_date(backend: Backend) {
     assert!(!first.done);
     let second = refresh(&emea.name).await;
     assert_eq!(second.name, first.name);
+    // Who may only read segments gets no refresh, not even the running one.
+    expect_code(
+        s.analytics()
+            .refresh_segment(req(
+                &rep,
+                RefreshSegmentRequest {
+                    name: emea.name.clone(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
     let jobs = runner(&s);
 
     let st = op_result(&s, &t, &first.name).await;

@@ -25,11 +25,12 @@ use crate::segment::{
     CustomerRecord, FieldCatalog, PRODUCT_PATH, SegmentDefinition, SegmentRule, Value, tag_delta,
 };
 use chrono::{DateTime, Utc};
+use crm_core::access::Action;
 use crm_core::error::{Error, ErrorKind, Result};
 use crm_core::jobs::{self, JobContext, JobOutcome, OnDuplicate, Progress};
 use crm_core::model::Contact;
 use crm_core::model::custom_field::CustomFieldDefinition;
-use crm_core::resource::{Page, Record, Resource};
+use crm_core::resource::{Collection, Page, Record, Resource};
 use crm_core::service::{Ctx, ListParams, Tx};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use serde::{Deserialize, Serialize};
@@ -105,6 +106,8 @@ pub struct Refresh {
 /// Starts a refresh of `segment`, or answers the one not finished yet. Needs `update` on
 /// the segment (NOT_FOUND, named `name`, for another tenant's).
 pub async fn start_refresh(ctx: &Ctx, segment: Uuid) -> Result<Refresh> {
+    // Also when answering a running refresh: starting one is an update of the segment.
+    ctx.scopes_of(&Collection::of::<Segment>(), Action::Update)?;
     let now = ctx.clock.now();
     let tx = ctx.begin().await?;
     // Starts of one segment's refresh take turns, so two never both start one.
