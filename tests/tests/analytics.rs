@@ -1331,6 +1331,50 @@ async fn lifecycle_models_are_validated_and_evaluated(backend: Backend) {
     assert_eq!(num(&st, "changed"), 0.0);
     assert_eq!(s.count("lifecycle_transitions", "acme").await, 11);
 
+    // Three or more open service cases make a stable customer decline.
+    for title in ["Pump leaks", "Pump noisy", "Pump late", "Old question"] {
+        s.cases()
+            .create_case(req(
+                &t,
+                CreateCaseRequest {
+                    case: Some(Case {
+                        title: title.into(),
+                        contact: contact_name(seeded.a),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    let op = evaluate().await;
+    let st = op_result(&s, &t, &op.name).await;
+    assert_eq!(num(&st, "changed"), 1.0);
+    assert_eq!(stage_of(contact_name(seeded.a)).await.stage, "decline");
+    let last = s
+        .analytics()
+        .list_lifecycle_transitions(req(
+            &t,
+            ListLifecycleTransitionsRequest {
+                customer: contact_name(seeded.a),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .transitions;
+    assert_eq!(last.len(), 4);
+    assert_eq!(
+        (
+            last[3].from_stage.as_str(),
+            last[3].to_stage.as_str(),
+            last[3].reason.as_str()
+        ),
+        ("stable", "decline", "three or more open cases")
+    );
+
     // Another tenant: NOT_FOUND for the contact's stage, its history and the model.
     let o = s.token("other", Uuid::now_v7(), &["admin"]);
     expect_code(

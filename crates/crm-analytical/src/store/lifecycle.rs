@@ -7,10 +7,11 @@
 //! ([`super::rfm_runs`]: live, not cancelled orders; a returned order is no purchase), over
 //! the customer's whole history up to the as-of instant: `order_count` (purchases),
 //! `days_since_first_order`, `days_since_last_order`. `rfm_segment` is the customer's
-//! segment in the latest succeeded RFM run. `open_cases`, `interactions`,
-//! `campaign_responses`, `lead_status` and counters are not read yet (cases, timelines and
-//! campaigns live in crates this one does not depend on): they are 0 (or no value), so
-//! rules on them do not fire unless they test for 0.
+//! segment in the latest succeeded RFM run. `open_cases` counts the contact's cases that
+//! are neither RESOLVED nor CLOSED when a crate serving the `cases` collection is linked
+//! (found through crm-core's registry, never a dependency on that crate; 0 without one).
+//! `interactions`, `campaign_responses`, `lead_status` and counters are not read yet: they
+//! are 0 (or no value), so rules on them do not fire unless they test for 0.
 //!
 //! **Evaluation.** A customer without a stage in the active model enters its initial stage
 //! (a transition with an empty `from_stage`); then [`crate::lifecycle::StageModel::settle`]
@@ -30,7 +31,8 @@ use crm_core::jobs::{self, JobContext, JobOutcome, OnDuplicate, Progress};
 use crm_core::model::Contact;
 use crm_core::resource::{Collection, Page, Record, Resource};
 use crm_core::service::{Ctx, ListParams};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait};
+use sea_orm::ConnectionTrait;
+use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -230,6 +232,11 @@ async fn page_facts(
             f.last_order_time = Some(t);
         }
     }
+    for (c, n) in open_cases(ctx, ids).await? {
+        if let Some(f) = facts.get_mut(&c) {
+            f.open_cases = n;
+        }
+    }
     if let Some(run) = rfm_run {
         let tx = ctx.begin().await?;
         let results = tx
@@ -250,6 +257,37 @@ async fn page_facts(
         }
     }
     Ok(facts)
+}
+
+/// Case statuses that are not open.
+const CLOSED_CASES: [&str; 2] = ["RESOLVED", "CLOSED"];
+
+/// Open service cases per contact of `ids`, when a crate serving cases is linked: the
+/// registered collection `cases` with a `contact` reference and a `status` (open: any status
+/// but RESOLVED and CLOSED). Without it, none.
+async fn open_cases(ctx: &Ctx, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>> {
+    let Some(cases) = crm_core::registry::registry().collection("cases") else {
+        return Ok(HashMap::new());
+    };
+    let (Some(contact), Some(status)) = (cases.field("contact"), cases.field("status")) else {
+        return Ok(HashMap::new());
+    };
+    let mut q = Query::select();
+    q.expr_as(Expr::col(contact.column), Alias::new("customer"))
+        .expr_as(Func::count(Expr::col("id")), Alias::new("n"))
+        .from(Alias::new(cases.table))
+        .and_where(Expr::col("tenant_id").eq(ctx.tenant()))
+        .and_where(Expr::col("delete_time").is_null())
+        .and_where(Expr::col(contact.column).is_in(ids.iter().copied()))
+        .and_where(Expr::col(status.column).is_not_in(CLOSED_CASES))
+        .group_by_col(Alias::new(contact.column));
+    let mut out = HashMap::new();
+    for r in ctx.db.conn.query_all(&q).await? {
+        if let Some(c) = r.try_get::<Option<Uuid>>("", "customer")? {
+            out.insert(c, u64::try_from(r.try_get::<i64>("", "n")?).unwrap_or(0));
+        }
+    }
+    Ok(out)
 }
 
 /// Evaluates one page in one transaction (stages, transitions and the memberships of the
@@ -394,7 +432,7 @@ pub async fn customer_transitions(
         page_size,
         page_token,
         filter: format!("customer = \"contacts/{customer}\""),
-        order_by: "transition_time, step".into(),
+        order_by: "transition_time, create_time, step".into(),
         parent: None,
     })
     .await

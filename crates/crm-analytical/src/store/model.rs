@@ -466,7 +466,7 @@ impl Resource for LifecycleTransition {
     const PERMISSION: &'static str = "contacts";
     const TABLE: &'static str = "lifecycle_transitions";
     const SCOPE_PARENT: Option<(&'static str, &'static str)> = Some(("customer_id", "contacts"));
-    const DEFAULT_ORDER: &'static str = "transition_time, step";
+    const DEFAULT_ORDER: &'static str = "transition_time, create_time, step";
     const FIELDS: &'static [FieldSpec] = &[
         FieldSpec::new("customer", "customer_id", Kind::Ref("contacts")).filter(),
         FieldSpec::new("model", "model_id", Kind::Ref("lifecycleModels")).filter(),
@@ -670,7 +670,7 @@ pub const SCHEMA: &[SchemaChange] = &[
                  transition_time TIMESTAMPTZ NULL, step BIGINT NOT NULL"
             ),
             "CREATE INDEX lifecycle_transitions_customer ON lifecycle_transitions \
-             (tenant_id, customer_id, transition_time, step, id)",
+             (tenant_id, customer_id, transition_time, create_time, step, id)",
             "CREATE INDEX lifecycle_transitions_model ON lifecycle_transitions \
              (tenant_id, model_id, id)",
         ],
