@@ -59,7 +59,9 @@ pub struct StartRun {
 /// A run started, or the one already running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Started {
+    /// The run (`rfmRuns/{id}`).
     pub run: Uuid,
+    /// Its job (`operations/{id}`).
     pub job: Uuid,
     /// A run was already running: it was returned instead of starting another.
     pub already_running: bool,
