@@ -517,3 +517,97 @@ pub async fn members(
     })
     .await
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::store::model::ValueResult;
+    use crm_core::model::custom_field::CustomValue;
+    use crm_core::resource::Meta;
+
+    fn contact(region: &str, tags: &[&str]) -> Record<Contact> {
+        Record {
+            meta: Meta {
+                id: Uuid::from_u128(7),
+                revision: 1,
+                create_time: DateTime::<Utc>::UNIX_EPOCH,
+                update_time: DateTime::<Utc>::UNIX_EPOCH,
+            },
+            data: Contact {
+                display_name: "A".into(),
+                region: region.into(),
+                tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+                custom_fields: BTreeMap::from([(
+                    "tier".to_owned(),
+                    CustomValue::Enum("gold".into()),
+                )]),
+                ..Default::default()
+            },
+            hidden: vec![],
+        }
+    }
+
+    fn catalog() -> FieldCatalog {
+        FieldCatalog::analytics()
+            .with_resource_fields(Contact::FIELDS)
+            .with_custom_fields(
+                &[CustomFieldDefinition {
+                    collection: "contacts".into(),
+                    key: "tier".into(),
+                    value_type: "ENUM".into(),
+                    enum_values: vec!["gold".into()],
+                    ..Default::default()
+                }],
+                "contacts",
+            )
+    }
+
+    fn matches(rule: &str, r: &CustomerRecord) -> bool {
+        SegmentRule::compile(rule, &catalog())
+            .unwrap()
+            .matches(r)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_record_has_the_contact_its_rfm_result_and_its_stage() {
+        let scored = RfmResult {
+            status: ResultStatus::Scored,
+            r: 5,
+            f: 4,
+            m: 3,
+            segment: "champions".into(),
+            frequency: 6,
+            value: ValueResult {
+                score: 72.5,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let c = contact("EMEA", &["vip"]);
+        let r = record(&catalog(), &c, Some(&scored), Some("stable")).unwrap();
+        assert!(matches(
+            "region = \"EMEA\" AND tags:vip AND custom.tier = gold",
+            &r
+        ));
+        assert!(matches(
+            "rfm.segment = champions AND rfm.r >= 5 AND value > 70 AND rfm.status = SCORED",
+            &r
+        ));
+        assert!(matches(
+            "lifecycle.stage = stable AND behaviour.order_count = 6",
+            &r
+        ));
+        // Not scored: no scores, no value (a comparison with them is unknown: no member).
+        let unscored = RfmResult {
+            status: ResultStatus::NoOrders,
+            ..Default::default()
+        };
+        let r = record(&catalog(), &c, Some(&unscored), None).unwrap();
+        assert!(!matches("value >= 0", &r));
+        assert!(!matches("NOT rfm.r >= 1", &r));
+        assert!(matches("rfm.status = NO_ORDERS", &r));
+        assert!(!matches("lifecycle.stage:*", &r));
+    }
+}
