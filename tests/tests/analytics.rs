@@ -1093,6 +1093,10 @@ async fn lifecycle_models_are_validated_and_evaluated(backend: Backend) {
 
     // A rule on an unknown fact, an unknown operator, a rule into an unknown stage, an
     // unknown template: INVALID_ARGUMENT naming each field; nothing written.
+    let written = (
+        s.count("audit_records", "acme").await,
+        s.count("outbox_events", "acme").await,
+    );
     let e = expect_code(
         create(LifecycleModel {
             display_name: "custom".into(),
@@ -1167,6 +1171,13 @@ async fn lifecycle_models_are_validated_and_evaluated(backend: Backend) {
         vec!["lifecycle_model.template".to_string()]
     );
     assert_eq!(s.count("lifecycle_models", "acme").await, 0);
+    assert_eq!(
+        (
+            s.count("audit_records", "acme").await,
+            s.count("outbox_events", "acme").await
+        ),
+        written
+    );
 
     // No active model: nothing to evaluate.
     let e = expect_code(
@@ -1583,7 +1594,12 @@ async fn segments_are_refreshed_tagged_and_kept_up_to_date(backend: Backend) {
         }
     };
 
-    // Unknown fields (also a custom field not defined yet), a wrong literal: named.
+    // Unknown fields (also a custom field not defined yet), a wrong literal: named; nothing
+    // written.
+    let written = (
+        s.count("audit_records", "acme").await,
+        s.count("outbox_events", "acme").await,
+    );
     for rule in ["regionx = \"EMEA\"", "custom.tier = gold", "rfm.r >= high"] {
         let err = expect_code(create("bad", rule, "").await, Code::InvalidArgument);
         assert_eq!(
@@ -1598,6 +1614,13 @@ async fn segments_are_refreshed_tagged_and_kept_up_to_date(backend: Backend) {
     );
     assert!(err.message().contains("regionx"), "{err:?}");
     assert_eq!(s.count("segments", "acme").await, 0);
+    assert_eq!(
+        (
+            s.count("audit_records", "acme").await,
+            s.count("outbox_events", "acme").await
+        ),
+        written
+    );
 
     // A custom field of contacts, and B is gold.
     let admin = s.admin_ctx("acme");
