@@ -1,5 +1,6 @@
 //! AnalyticsService (crm-analytical): RFM + value runs as long-running operations, their
-//! results under the contacts' permissions, and the sales report, on SQLite and PostgreSQL.
+//! results under the contacts' permissions, lifecycle models and evaluations, segments and
+//! their refreshes, and the sales, funnel and cohort reports, on SQLite and PostgreSQL.
 //!
 //! The data set is small and checked by hand (see `seed`), and the stored results are also
 //! checked against an independent SQL query over the same rows.
@@ -13,7 +14,7 @@ use crm_core::model::order::OrderStatus;
 use crm_core::model::{self, OrderLine};
 use crm_tests::{Backend, TestServer, both, expect_code, req, violated_fields};
 use sea_orm::{ConnectionTrait, Statement};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -982,10 +983,1188 @@ async fn a_cancelled_run_is_never_read(backend: Backend) {
     assert_eq!(old.state, want as i32, "{old:?}");
 }
 
+/// The JSON result of a finished operation.
+async fn op_result(s: &TestServer, token: &str, name: &str) -> prost_types::Struct {
+    let op = wait(s, token, name).await;
+    let Some(lro::operation::Result::Response(any)) = op.result else {
+        panic!("the operation failed: {op:?}")
+    };
+    let result: OperationResult = prost::Message::decode(any.value.as_slice()).unwrap();
+    let Some(prost_types::value::Kind::StructValue(st)) = result.result.and_then(|v| v.kind) else {
+        panic!("no result")
+    };
+    st
+}
+
+fn num(st: &prost_types::Struct, key: &str) -> f64 {
+    match st.fields.get(key).and_then(|v| v.kind.clone()) {
+        Some(prost_types::value::Kind::NumberValue(n)) => n,
+        other => panic!("{key}: {other:?} in {st:?}"),
+    }
+}
+
+/// A role reading and creating its own contacts only, reading its own orders, lifecycle
+/// models and segments.
+async fn create_rep_role(s: &TestServer, admin: &str) {
+    use Action::*;
+    let grant = |collection: &str, actions: &[Action], scope: Scope| Grant {
+        collection: collection.into(),
+        actions: actions.iter().map(|a| *a as i32).collect(),
+        scope: scope as i32,
+    };
+    s.access()
+        .create_role(req(
+            admin,
+            CreateRoleRequest {
+                role_id: "rep".into(),
+                role: Some(Role {
+                    display_name: "Rep".into(),
+                    grants: vec![
+                        grant("contacts", &[Read, Create, Update], Scope::Own),
+                        grant("lifecycleModels", &[Read], Scope::All),
+                        grant("segments", &[Read], Scope::All),
+                        grant("orders", &[Read], Scope::Own),
+                    ],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+async fn rep_contact(s: &TestServer, rep: &str, name: &str) -> String {
+    s.contacts()
+        .create_contact(req(
+            rep,
+            CreateContactRequest {
+                contact: Some(Contact {
+                    display_name: name.into(),
+                    region: "EMEA".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .name
+}
+
+fn cond(fact: &str, op: &str, value: i64) -> LifecycleCondition {
+    LifecycleCondition {
+        fact: fact.into(),
+        op: op.into(),
+        value,
+        ..Default::default()
+    }
+}
+
+async fn lifecycle_models_are_validated_and_evaluated(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    s.tenant("other").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let seeded = seed(&s, "acme").await;
+    create_rep_role(&s, &t).await;
+    let rep = s.token("acme", Uuid::now_v7(), &["rep"]);
+    let r = rep_contact(&s, &rep, "R").await;
+    let create = |m: LifecycleModel| {
+        let mut c = s.analytics();
+        let t = t.clone();
+        async move {
+            c.create_lifecycle_model(req(
+                &t,
+                CreateLifecycleModelRequest {
+                    lifecycle_model: Some(m),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    let stage = |k: &str| LifecycleStage {
+        key: k.into(),
+        display_name: k.to_uppercase(),
+    };
+
+    // A rule on an unknown fact, an unknown operator, a rule into an unknown stage, an
+    // unknown template: INVALID_ARGUMENT naming each field; nothing written.
+    let written = (
+        s.count("audit_records", "acme").await,
+        s.count("outbox_events", "acme").await,
+    );
+    let e = expect_code(
+        create(LifecycleModel {
+            display_name: "custom".into(),
+            stages: vec![stage("new"), stage("buyer")],
+            initial: "new".into(),
+            transitions: vec![LifecycleRule {
+                from: vec!["new".into()],
+                to: "buyer".into(),
+                when: vec![cond("order_count", ">=", 1), cond("mood", ">", 3)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&e),
+        vec!["lifecycle_model.transitions[0].when[1].fact".to_string()]
+    );
+    assert!(e.message().contains("mood"), "{e:?}");
+    let e = expect_code(
+        create(LifecycleModel {
+            display_name: "custom".into(),
+            stages: vec![stage("new"), stage("buyer")],
+            initial: "new".into(),
+            transitions: vec![LifecycleRule {
+                to: "vip".into(),
+                when: vec![cond("order_count", "=>", 1)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&e),
+        vec!["lifecycle_model.transitions[0].when[0].op".to_string()]
+    );
+    let e = expect_code(
+        create(LifecycleModel {
+            display_name: "custom".into(),
+            stages: vec![stage("new"), stage("buyer")],
+            initial: "new".into(),
+            transitions: vec![LifecycleRule {
+                to: "vip".into(),
+                when: vec![cond("order_count", ">=", 1)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        violated_fields(&e).contains(&"lifecycle_model.transitions[0].to".to_string()),
+        "{:?}",
+        violated_fields(&e)
+    );
+    let e = expect_code(
+        create(LifecycleModel {
+            display_name: "t".into(),
+            template: "funnel".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&e),
+        vec!["lifecycle_model.template".to_string()]
+    );
+    assert_eq!(s.count("lifecycle_models", "acme").await, 0);
+    assert_eq!(
+        (
+            s.count("audit_records", "acme").await,
+            s.count("outbox_events", "acme").await
+        ),
+        written
+    );
+
+    // No active model: nothing to evaluate.
+    let e = expect_code(
+        s.analytics()
+            .evaluate_lifecycle(req(&t, EvaluateLifecycleRequest::default()))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(crm_tests::reason(&e), "NO_ACTIVE_LIFECYCLE_MODEL");
+
+    // From the templates; activating the second switches the first off.
+    let eight = create(LifecycleModel {
+        display_name: "CRM process".into(),
+        template: "crm_process".into(),
+        active: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(eight.stages.len(), 8);
+    assert_eq!(eight.initial, "identify");
+    let four = create(LifecycleModel {
+        display_name: "Relationship".into(),
+        template: "relationship".into(),
+        active: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let keys: Vec<&str> = four.stages.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["explore", "form", "stable", "decline"]);
+    assert_eq!(four.transitions[0].when[0].fact, "order_count");
+    let eight = s
+        .analytics()
+        .get_lifecycle_model(req(
+            &t,
+            GetLifecycleModelRequest {
+                name: eight.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!eight.active);
+    let active = s
+        .analytics()
+        .list_lifecycle_models(req(
+            &t,
+            ListLifecycleModelsRequest {
+                filter: "active = true".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .lifecycle_models;
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].name, four.name);
+
+    // Evaluated at the as-of instant (lifetime facts, the future order left out):
+    // A 3 purchases, the last 9 days before: explore -> form -> stable;
+    // B 1 purchase 149 days before: explore -> form;
+    // C 2 purchases (one before the RFM period), the last 210 days before: explore -> form
+    // -> decline; D, E (only a refund) and R: explore.
+    let evaluate = || {
+        let mut c = s.analytics();
+        let t = t.clone();
+        async move {
+            c.evaluate_lifecycle(req(
+                &t,
+                EvaluateLifecycleRequest {
+                    as_of_time: Some(pts(as_of())),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let op = evaluate().await;
+    let st = op_result(&s, &t, &op.name).await;
+    assert_eq!(num(&st, "evaluated"), 6.0);
+    assert_eq!(num(&st, "changed"), 6.0);
+    assert_eq!(num(&st, "transitions"), 11.0);
+    let stage_of = |who: String| {
+        let mut c = s.analytics();
+        let t = t.clone();
+        async move {
+            c.get_customer_lifecycle(req(&t, GetCustomerLifecycleRequest { customer: who }))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let a = stage_of(contact_name(seeded.a)).await;
+    assert_eq!(a.stage, "stable");
+    assert_eq!(a.model, four.name);
+    assert_eq!(a.enter_time, Some(pts(as_of())));
+    assert_eq!(stage_of(contact_name(seeded.b)).await.stage, "form");
+    assert_eq!(stage_of(contact_name(seeded.c)).await.stage, "decline");
+    assert_eq!(stage_of(contact_name(seeded.d)).await.stage, "explore");
+    assert_eq!(stage_of(contact_name(seeded.e)).await.stage, "explore");
+
+    // A's history, oldest first, in pages of two.
+    let mut history = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = s
+            .analytics()
+            .list_lifecycle_transitions(req(
+                &t,
+                ListLifecycleTransitionsRequest {
+                    customer: contact_name(seeded.a),
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.transitions.len() <= 2);
+        history.extend(page.transitions);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let steps: Vec<(&str, &str, &str, i64)> = history
+        .iter()
+        .map(|h| {
+            (
+                h.from_stage.as_str(),
+                h.to_stage.as_str(),
+                h.reason.as_str(),
+                h.rule,
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("", "explore", "entered the lifecycle model", -1),
+            ("explore", "form", "first purchase", 0),
+            (
+                "form",
+                "stable",
+                "three purchases, the last within 90 days",
+                3
+            ),
+        ]
+    );
+    assert!(
+        history.iter().all(
+            |h| h.transition_time == Some(pts(as_of())) && h.customer == contact_name(seeded.a)
+        )
+    );
+
+    // Evaluating again at the same instant changes nothing and writes nothing.
+    let again = evaluate().await;
+    let st = op_result(&s, &t, &again.name).await;
+    assert_eq!(num(&st, "changed"), 0.0);
+    assert_eq!(s.count("lifecycle_transitions", "acme").await, 11);
+
+    // Three or more open service cases make a stable customer decline.
+    for title in ["Pump leaks", "Pump noisy", "Pump late", "Old question"] {
+        s.cases()
+            .create_case(req(
+                &t,
+                CreateCaseRequest {
+                    case: Some(Case {
+                        title: title.into(),
+                        contact: contact_name(seeded.a),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    let op = evaluate().await;
+    let st = op_result(&s, &t, &op.name).await;
+    assert_eq!(num(&st, "changed"), 1.0);
+    assert_eq!(stage_of(contact_name(seeded.a)).await.stage, "decline");
+    let last = s
+        .analytics()
+        .list_lifecycle_transitions(req(
+            &t,
+            ListLifecycleTransitionsRequest {
+                customer: contact_name(seeded.a),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .transitions;
+    assert_eq!(last.len(), 4);
+    assert_eq!(
+        (
+            last[3].from_stage.as_str(),
+            last[3].to_stage.as_str(),
+            last[3].reason.as_str()
+        ),
+        ("stable", "decline", "three or more open cases")
+    );
+
+    // Another tenant: NOT_FOUND for the contact's stage, its history and the model.
+    let o = s.token("other", Uuid::now_v7(), &["admin"]);
+    expect_code(
+        s.analytics()
+            .get_customer_lifecycle(req(
+                &o,
+                GetCustomerLifecycleRequest {
+                    customer: contact_name(seeded.a),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.analytics()
+            .list_lifecycle_transitions(req(
+                &o,
+                ListLifecycleTransitionsRequest {
+                    customer: contact_name(seeded.a),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.analytics()
+            .get_lifecycle_model(req(
+                &o,
+                GetLifecycleModelRequest {
+                    name: four.name.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+
+    // A rep reads the stage of their own contact only, and may not start evaluations.
+    let mine = s
+        .analytics()
+        .get_customer_lifecycle(req(&rep, GetCustomerLifecycleRequest { customer: r }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.stage, "explore");
+    let e = expect_code(
+        s.analytics()
+            .get_customer_lifecycle(req(
+                &rep,
+                GetCustomerLifecycleRequest {
+                    customer: contact_name(seeded.a),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(crm_tests::reason(&e), "OUT_OF_SCOPE");
+    expect_code(
+        s.analytics()
+            .evaluate_lifecycle(req(&rep, EvaluateLifecycleRequest::default()))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        s.analytics()
+            .create_lifecycle_model(req(
+                &rep,
+                CreateLifecycleModelRequest {
+                    lifecycle_model: Some(LifecycleModel {
+                        display_name: "mine".into(),
+                        template: "relationship".into(),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+}
+
+/// A gateway whose own job runner is off: the test starts one when it wants jobs to run.
+async fn server_without_jobs(backend: Backend) -> TestServer {
+    TestServer::start_with(backend, |s| s.jobs.enabled = false).await
+}
+
+fn runner(s: &TestServer) -> crm_core::jobs::Runner {
+    let mut h = crm_core::jobs::JobHandlers::new();
+    crm_gateway::server::register_jobs(&mut h).unwrap();
+    crm_core::jobs::Runner::start(
+        s.db.clone(),
+        std::sync::Arc::new(crm_core::clock::SystemClock),
+        h,
+        crm_core::jobs::RunnerSettings {
+            poll_interval: std::time::Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+}
+
+async fn members_of(s: &TestServer, token: &str, segment: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut page_token = String::new();
+    loop {
+        let page = s
+            .analytics()
+            .list_segment_members(req(
+                token,
+                ListSegmentMembersRequest {
+                    segment: segment.into(),
+                    page_size: 2,
+                    page_token: page_token.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.members.len() <= 2);
+        for m in page.members {
+            assert_eq!(m.segment, segment);
+            assert!(out.insert(m.customer));
+        }
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn tags_of(s: &TestServer, token: &str, contact: &str) -> Vec<String> {
+    s.contacts()
+        .get_contact(req(
+            token,
+            GetContactRequest {
+                name: contact.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tags
+}
+
+async fn get_segment(s: &TestServer, token: &str, name: &str) -> Segment {
+    s.analytics()
+        .get_segment(req(token, GetSegmentRequest { name: name.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits until the segment's last refresh is another than `before` and has finished.
+async fn next_refresh(s: &TestServer, token: &str, name: &str, before: &str) -> Segment {
+    let seg = get_segment(s, token, name).await;
+    assert_ne!(seg.operation, before, "no refresh followed");
+    wait(s, token, &seg.operation).await;
+    get_segment(s, token, name).await
+}
+
+async fn segments_are_refreshed_tagged_and_kept_up_to_date(backend: Backend) {
+    let s = server_without_jobs(backend).await;
+    s.tenant("acme").await;
+    s.tenant("other").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let seeded = seed(&s, "acme").await;
+    create_rep_role(&s, &t).await;
+    let rep = s.token("acme", Uuid::now_v7(), &["rep"]);
+    let r = rep_contact(&s, &rep, "R").await;
+    let (a, b, c, d, e) = (
+        contact_name(seeded.a),
+        contact_name(seeded.b),
+        contact_name(seeded.c),
+        contact_name(seeded.d),
+        contact_name(seeded.e),
+    );
+    let create = |display_name: &str, rule: &str, tag: &str| {
+        let mut cl = s.analytics();
+        let t = t.clone();
+        let seg = Segment {
+            display_name: display_name.into(),
+            rule: rule.into(),
+            tag: tag.into(),
+            ..Default::default()
+        };
+        async move {
+            cl.create_segment(req(
+                &t,
+                CreateSegmentRequest {
+                    segment: Some(seg),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner())
+        }
+    };
+    let refresh = |name: &str| {
+        let mut cl = s.analytics();
+        let t = t.clone();
+        let name = name.to_owned();
+        async move {
+            cl.refresh_segment(req(&t, RefreshSegmentRequest { name }))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+
+    // Unknown fields (also a custom field not defined yet), a wrong literal: named; nothing
+    // written.
+    let written = (
+        s.count("audit_records", "acme").await,
+        s.count("outbox_events", "acme").await,
+    );
+    for rule in ["regionx = \"EMEA\"", "custom.tier = gold", "rfm.r >= high"] {
+        let err = expect_code(create("bad", rule, "").await, Code::InvalidArgument);
+        assert_eq!(
+            violated_fields(&err),
+            vec!["segment.rule".to_string()],
+            "{rule}"
+        );
+    }
+    let err = expect_code(
+        create("bad", "regionx = \"EMEA\"", "").await,
+        Code::InvalidArgument,
+    );
+    assert!(err.message().contains("regionx"), "{err:?}");
+    assert_eq!(s.count("segments", "acme").await, 0);
+    assert_eq!(
+        (
+            s.count("audit_records", "acme").await,
+            s.count("outbox_events", "acme").await
+        ),
+        written
+    );
+
+    // A custom field of contacts, and B is gold.
+    let admin = s.admin_ctx("acme");
+    admin
+        .create(
+            model::custom_field::CustomFieldDefinition {
+                collection: "contacts".into(),
+                key: "tier".into(),
+                display_name: "Tier".into(),
+                value_type: "ENUM".into(),
+                enum_values: vec!["gold".into(), "silver".into()],
+                required: false,
+            },
+            "",
+        )
+        .await
+        .unwrap();
+    admin
+        .update(
+            seeded.b,
+            model::Contact {
+                custom_fields: BTreeMap::from([(
+                    "tier".to_owned(),
+                    model::custom_field::CustomValue::Enum("gold".into()),
+                )]),
+                ..Default::default()
+            },
+            &["custom_fields".into()],
+            "",
+        )
+        .await
+        .unwrap();
+
+    let emea = create("EMEA", "region = \"EMEA\"", "EMEA-list")
+        .await
+        .unwrap();
+    assert_eq!(emea.tag, "emea-list");
+    let best = create(
+        "Best",
+        "rfm.segment = \"champions\" OR custom.tier = gold",
+        "",
+    )
+    .await
+    .unwrap();
+    let decline = create("Decline", "lifecycle.stage = \"decline\"", "winback")
+        .await
+        .unwrap();
+
+    // A second refresh while the first has not finished answers the first.
+    let first = refresh(&emea.name).await;
+    assert!(!first.done);
+    let second = refresh(&emea.name).await;
+    assert_eq!(second.name, first.name);
+    // Who may only read segments gets no refresh, not even the running one.
+    expect_code(
+        s.analytics()
+            .refresh_segment(req(
+                &rep,
+                RefreshSegmentRequest {
+                    name: emea.name.clone(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    let jobs = runner(&s);
+
+    let st = op_result(&s, &t, &first.name).await;
+    assert_eq!(num(&st, "evaluated"), 6.0);
+    assert_eq!(num(&st, "members"), 4.0);
+    assert_eq!(num(&st, "tagged"), 4.0);
+    let want: BTreeSet<String> = [&a, &d, &e, &r].into_iter().cloned().collect();
+    assert_eq!(members_of(&s, &t, &emea.name).await, want);
+    let got = get_segment(&s, &t, &emea.name).await;
+    assert_eq!(got.member_count, 4);
+    assert_eq!(got.operation, first.name);
+    assert!(got.refresh_time.is_some());
+    assert!(tags_of(&s, &t, &a).await.contains(&"emea-list".to_string()));
+    assert!(!tags_of(&s, &t, &b).await.contains(&"emea-list".to_string()));
+    // The tag was written through the engine: audited as an update of the contact.
+    let history = s
+        .audit()
+        .list_audit_records(req(
+            &t,
+            ListAuditRecordsRequest {
+                parent: a.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        history
+            .audit_records
+            .iter()
+            .any(|h| h.action == AuditAction::Update as i32),
+        "{history:?}"
+    );
+
+    // The rep sees their own contact only among the members; may not refresh.
+    let mine = members_of(&s, &rep, &emea.name).await;
+    assert_eq!(mine, BTreeSet::from([r.clone()]));
+    expect_code(
+        s.analytics()
+            .refresh_segment(req(
+                &rep,
+                RefreshSegmentRequest {
+                    name: emea.name.clone(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+
+    // Another tenant: NOT_FOUND for the members and for a refresh.
+    let o = s.token("other", Uuid::now_v7(), &["admin"]);
+    expect_code(
+        s.analytics()
+            .list_segment_members(req(
+                &o,
+                ListSegmentMembersRequest {
+                    segment: emea.name.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    expect_code(
+        s.analytics()
+            .refresh_segment(req(
+                &o,
+                RefreshSegmentRequest {
+                    name: emea.name.clone(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+
+    // Before any RFM run or lifecycle evaluation: B is gold, nobody declines.
+    let op = refresh(&best.name).await;
+    wait(&s, &t, &op.name).await;
+    assert_eq!(
+        members_of(&s, &t, &best.name).await,
+        BTreeSet::from([b.clone()])
+    );
+    let op = refresh(&decline.name).await;
+    wait(&s, &t, &op.name).await;
+    assert!(members_of(&s, &t, &decline.name).await.is_empty());
+    let before_best = get_segment(&s, &t, &best.name).await.operation;
+    let before_decline = get_segment(&s, &t, &decline.name).await.operation;
+    let before_emea = get_segment(&s, &t, &emea.name).await.operation;
+
+    // An RFM run refreshes the segments reading RFM (A is a champion), not the others.
+    run_rfm(&s, &t, "").await;
+    let best_now = next_refresh(&s, &t, &best.name, &before_best).await;
+    assert_eq!(best_now.member_count, 2);
+    assert_eq!(
+        members_of(&s, &t, &best.name).await,
+        BTreeSet::from([a.clone(), b.clone()])
+    );
+    assert_eq!(get_segment(&s, &t, &emea.name).await.operation, before_emea);
+
+    // A lifecycle evaluation refreshes the segments reading stages: C declines, tagged.
+    s.analytics()
+        .create_lifecycle_model(req(
+            &t,
+            CreateLifecycleModelRequest {
+                lifecycle_model: Some(LifecycleModel {
+                    display_name: "Relationship".into(),
+                    template: "relationship".into(),
+                    active: true,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let op = s
+        .analytics()
+        .evaluate_lifecycle(req(
+            &t,
+            EvaluateLifecycleRequest {
+                as_of_time: Some(pts(as_of())),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    wait(&s, &t, &op.name).await;
+    // Kept in the evaluation's own transactions, for the changed customers: no refresh.
+    let now = get_segment(&s, &t, &decline.name).await;
+    assert_eq!(now.operation, before_decline);
+    assert_eq!(now.member_count, 1);
+    assert_eq!(
+        members_of(&s, &t, &decline.name).await,
+        BTreeSet::from([c.clone()])
+    );
+    assert!(tags_of(&s, &t, &c).await.contains(&"winback".to_string()));
+    // A year later A and B have lapsed too.
+    let op = s
+        .analytics()
+        .evaluate_lifecycle(req(
+            &t,
+            EvaluateLifecycleRequest {
+                as_of_time: Some(pts(at(2027, 6, 30, 0, 0))),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    wait(&s, &t, &op.name).await;
+    assert_eq!(get_segment(&s, &t, &decline.name).await.member_count, 3);
+    assert_eq!(
+        members_of(&s, &t, &decline.name).await,
+        BTreeSet::from([a.clone(), b.clone(), c.clone()])
+    );
+    assert!(tags_of(&s, &t, &a).await.contains(&"winback".to_string()));
+
+    // A changed rule: those who leave lose the tag, those who enter get it; tags set by
+    // hand stay.
+    let current = get_segment(&s, &t, &emea.name).await;
+    s.analytics()
+        .update_segment(req(
+            &t,
+            UpdateSegmentRequest {
+                segment: Some(Segment {
+                    name: emea.name.clone(),
+                    rule: "region = \"APAC\"".into(),
+                    etag: current.etag.clone(),
+                    ..Default::default()
+                }),
+                update_mask: crm_tests::mask(&["rule"]),
+            },
+        ))
+        .await
+        .unwrap();
+    let e2 = expect_code(
+        s.analytics()
+            .update_segment(req(
+                &t,
+                UpdateSegmentRequest {
+                    segment: Some(Segment {
+                        name: emea.name.clone(),
+                        rule: "lifecycle.phase = x".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: crm_tests::mask(&["rule"]),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e2), vec!["segment.rule".to_string()]);
+    // What refreshes write is not the caller's to set.
+    let e3 = expect_code(
+        s.analytics()
+            .update_segment(req(
+                &t,
+                UpdateSegmentRequest {
+                    segment: Some(Segment {
+                        name: emea.name.clone(),
+                        member_count: 99,
+                        ..Default::default()
+                    }),
+                    update_mask: crm_tests::mask(&["member_count"]),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e3), vec!["update_mask".to_string()]);
+    let op = refresh(&emea.name).await;
+    let st = op_result(&s, &t, &op.name).await;
+    assert_eq!(num(&st, "entered"), 2.0);
+    assert_eq!(num(&st, "left"), 4.0);
+    assert_eq!(
+        members_of(&s, &t, &emea.name).await,
+        BTreeSet::from([b.clone(), c.clone()])
+    );
+    assert!(!tags_of(&s, &t, &a).await.contains(&"emea-list".to_string()));
+    let c_tags = tags_of(&s, &t, &c).await;
+    assert!(c_tags.contains(&"emea-list".to_string()), "{c_tags:?}");
+    assert!(c_tags.contains(&"winback".to_string()), "{c_tags:?}");
+    jobs.shutdown().await;
+}
+
+async fn funnel_and_cohort_reports(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    s.tenant("other").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    seed(&s, "acme").await;
+    create_rep_role(&s, &t).await;
+    let rep = s.token("acme", Uuid::now_v7(), &["rep"]);
+    rep_contact(&s, &rep, "R").await;
+    let funnel = |token: &str, f: FunnelReportRequest| {
+        let mut c = s.analytics();
+        let token = token.to_owned();
+        async move {
+            c.funnel_report(req(&token, f))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+
+    // No active model: nothing to report on.
+    let e = expect_code(
+        funnel(&t, FunnelReportRequest::default()).await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(crm_tests::reason(&e), "NO_ACTIVE_LIFECYCLE_MODEL");
+    let model = s
+        .analytics()
+        .create_lifecycle_model(req(
+            &t,
+            CreateLifecycleModelRequest {
+                lifecycle_model: Some(LifecycleModel {
+                    display_name: "Relationship".into(),
+                    template: "relationship".into(),
+                    active: true,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let op = s
+        .analytics()
+        .evaluate_lifecycle(req(
+            &t,
+            EvaluateLifecycleRequest {
+                as_of_time: Some(pts(as_of())),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    wait(&s, &t, &op.name).await;
+
+    // Reached: A explore, form, stable; B explore, form; C explore, form, decline; D, E
+    // and R explore.
+    let f = funnel(
+        &t,
+        FunnelReportRequest {
+            include_chart: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(f.model, model.name);
+    let steps: Vec<(&str, i64)> = f
+        .steps
+        .iter()
+        .map(|s| (s.stage.as_str(), s.reached))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![("explore", 6), ("form", 3), ("stable", 1), ("decline", 1)]
+    );
+    assert!(f.steps[0].from_previous.is_none());
+    let form = &f.steps[1];
+    let prev = form.from_previous.unwrap();
+    assert_eq!((prev.numerator, prev.denominator), (3, 6));
+    assert_eq!(prev.rate, Some(0.5));
+    let first = f.steps[3].from_first.unwrap();
+    assert_eq!((first.numerator, first.denominator), (1, 6));
+    assert!(
+        f.chart.starts_with("<svg"),
+        "{}",
+        &f.chart[..40.min(f.chart.len())]
+    );
+
+    // Cumulative: C's decline counts for stable too; a chosen order of stages.
+    let f = funnel(
+        &t,
+        FunnelReportRequest {
+            stages: vec![
+                "explore".into(),
+                "form".into(),
+                "stable".into(),
+                "decline".into(),
+            ],
+            cumulative: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let steps: Vec<i64> = f.steps.iter().map(|s| s.reached).collect();
+    assert_eq!(steps, vec![6, 3, 2, 1]);
+    assert!(f.chart.is_empty());
+
+    // Bad input is named.
+    let e = expect_code(
+        funnel(
+            &t,
+            FunnelReportRequest {
+                stages: vec!["explore".into(), "vip".into()],
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), vec!["stages[1]".to_string()]);
+    let e = expect_code(
+        funnel(
+            &t,
+            FunnelReportRequest {
+                include_chart: true,
+                chart_width: 5,
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), vec!["chart_width".to_string()]);
+
+    // A rep counts only the contacts they may read (their own R); another tenant does not
+    // find the model.
+    let mine = funnel(&rep, FunnelReportRequest::default()).await.unwrap();
+    let steps: Vec<i64> = mine.steps.iter().map(|s| s.reached).collect();
+    assert_eq!(steps, vec![1, 0, 0, 0]);
+    let o = s.token("other", Uuid::now_v7(), &["admin"]);
+    expect_code(
+        funnel(
+            &o,
+            FunnelReportRequest {
+                model: model.name.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::NotFound,
+    );
+
+    // Cohorts by first-purchase month (UTC): C in 2025-05 (again in 2025-12), B in
+    // 2026-01, A in 2026-03 (again in May and June); refunds, cancelled, future and
+    // account-only orders are no purchases.
+    let cohorts = |token: &str, c: CohortReportRequest| {
+        let mut cl = s.analytics();
+        let token = token.to_owned();
+        async move {
+            cl.cohort_report(req(&token, c))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let r = cohorts(
+        &t,
+        CohortReportRequest {
+            as_of_time: Some(pts(as_of())),
+            include_chart: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.time_zone, "UTC");
+    let rows: Vec<(&str, i64, Vec<i64>)> = r
+        .cohorts
+        .iter()
+        .map(|c| (c.cohort.as_str(), c.size, c.active.clone()))
+        .collect();
+    let mut c_row = vec![0; 14];
+    c_row[0] = 1;
+    c_row[7] = 1;
+    assert_eq!(
+        rows,
+        vec![
+            ("2025-05", 1, c_row),
+            ("2026-01", 1, vec![1, 0, 0, 0, 0, 0]),
+            ("2026-03", 1, vec![1, 0, 1, 1]),
+        ]
+    );
+    assert_eq!(r.cohorts[2].retention, vec![1.0, 0.0, 1.0, 1.0]);
+    assert_eq!(r.cohorts[1].cohort_start_date.as_ref().unwrap().month, 1);
+    assert!(r.chart.starts_with("<svg"));
+
+    // In Berlin B's first purchase is February's; from 2026 on only.
+    let r = cohorts(
+        &t,
+        CohortReportRequest {
+            as_of_time: Some(pts(as_of())),
+            start_time: Some(pts(at(2026, 1, 1, 0, 0))),
+            time_zone: "Europe/Berlin".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let names: Vec<&str> = r.cohorts.iter().map(|c| c.cohort.as_str()).collect();
+    assert_eq!(names, vec!["2026-02", "2026-03"]);
+    let e = expect_code(
+        cohorts(
+            &t,
+            CohortReportRequest {
+                time_zone: "Atlantis/Capital".into(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&e), vec!["time_zone".to_string()]);
+
+    // The rep reads their own orders only (none); another tenant has none; a role without
+    // orders may not ask.
+    assert!(
+        cohorts(&rep, CohortReportRequest::default())
+            .await
+            .unwrap()
+            .cohorts
+            .is_empty()
+    );
+    assert!(
+        cohorts(&o, CohortReportRequest::default())
+            .await
+            .unwrap()
+            .cohorts
+            .is_empty()
+    );
+    let nobody = s.token("acme", Uuid::now_v7(), &[]);
+    expect_code(
+        cohorts(&nobody, CohortReportRequest::default()).await,
+        Code::PermissionDenied,
+    );
+}
+
 both!(
     a_cancelled_run_is_never_read,
     rfm_runs_are_operations_with_hand_checked_results,
     configs_are_validated_and_used_by_runs,
     sales_report_by_month_and_region,
     a_run_started_twice_runs_once,
+    lifecycle_models_are_validated_and_evaluated,
+    segments_are_refreshed_tagged_and_kept_up_to_date,
+    funnel_and_cohort_reports,
 );

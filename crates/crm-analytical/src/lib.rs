@@ -12,7 +12,8 @@
 //! * [`money`]: per-currency sums and exact conversion with tenant rates;
 //! * [`error`]: the crate's error (offending fields), convertible into `crm_core::Error`;
 //! * [`store`]: the persistence and use cases on crm-core's engine (configurations, RFM runs
-//!   as jobs, results under the contacts' permissions, the sales report).
+//!   as jobs, results under the contacts' permissions, lifecycle evaluations and segment
+//!   refreshes as jobs, the sales, funnel and cohort reports).
 //!
 //! Money is integer minor units with its ISO 4217 code everywhere; amounts of different
 //! currencies are never added.
@@ -32,7 +33,12 @@ pub use error::{Error, FieldError, Problem, Result};
 pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
     r.resource::<store::RfmSettings>()
         .resource::<store::RfmRun>()
-        .resource::<store::RfmResult>();
+        .resource::<store::RfmResult>()
+        .resource::<store::LifecycleModel>()
+        .resource::<store::LifecycleState>()
+        .resource::<store::LifecycleTransition>()
+        .resource::<store::Segment>()
+        .resource::<store::SegmentMember>();
     for change in store::SCHEMA {
         r.schema(*change);
     }
@@ -41,5 +47,10 @@ pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
 /// Registers the crate's job handlers (called by the gateway at start).
 pub fn register_jobs(h: &mut crm_core::jobs::JobHandlers) -> crm_core::Result<()> {
     h.register(store::rfm_runs::RFM_JOB, store::rfm_runs::run_job)?;
+    h.register(
+        store::lifecycle::LIFECYCLE_JOB,
+        store::lifecycle::run_evaluation,
+    )?;
+    h.register(store::segments::SEGMENT_JOB, store::segments::run_refresh)?;
     Ok(())
 }

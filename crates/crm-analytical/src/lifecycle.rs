@@ -195,6 +195,112 @@ impl Condition {
     }
 }
 
+/// The facts a condition may name, as written in [`Condition::parse`].
+pub const FACTS: &[&str] = &[
+    "order_count",
+    "days_since_first_order",
+    "days_since_last_order",
+    "open_cases",
+    "interactions",
+    "campaign_responses",
+    "counter",
+    "lead_status",
+    "rfm_segment",
+];
+
+impl CmpOp {
+    /// Parses an operator as written (`=`, `!=`, `<`, `<=`, `>`, `>=`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim() {
+            "=" | "==" => CmpOp::Eq,
+            "!=" => CmpOp::Ne,
+            "<" => CmpOp::Lt,
+            "<=" => CmpOp::Le,
+            ">" => CmpOp::Gt,
+            ">=" => CmpOp::Ge,
+            _ => return None,
+        })
+    }
+}
+
+impl Condition {
+    /// Builds a condition from its parts as an API sends them: the fact's name (one of
+    /// [`FACTS`]), an operator and a value for comparisons, the counter's name for `counter`,
+    /// and the accepted values for `lead_status` and `rfm_segment`. An unknown fact names
+    /// `fact`, a missing or unknown operator names `op`, a missing counter name `counter`.
+    pub fn parse(fact: &str, op: &str, value: i64, name: &str, any_of: &[String]) -> Result<Self> {
+        let fact = fact.trim();
+        let cmp = || {
+            CmpOp::parse(op).ok_or_else(|| {
+                Error::field(
+                    "op",
+                    if op.trim().is_empty() {
+                        Problem::Required
+                    } else {
+                        Problem::Unknown
+                    },
+                    format!("unknown operator {op:?}: one of =, !=, <, <=, >, >="),
+                )
+            })
+        };
+        Ok(match fact {
+            "order_count" => Condition::OrderCount { op: cmp()?, value },
+            "days_since_first_order" => Condition::DaysSinceFirstOrder { op: cmp()?, value },
+            "days_since_last_order" => Condition::DaysSinceLastOrder { op: cmp()?, value },
+            "open_cases" => Condition::OpenCases { op: cmp()?, value },
+            "interactions" => Condition::Interactions { op: cmp()?, value },
+            "campaign_responses" => Condition::CampaignResponses { op: cmp()?, value },
+            "counter" => {
+                if name.trim().is_empty() {
+                    return Err(Error::field("counter", Problem::Required, "is required"));
+                }
+                Condition::Counter {
+                    name: name.trim().to_owned(),
+                    op: cmp()?,
+                    value,
+                }
+            }
+            "lead_status" => Condition::LeadStatus {
+                any_of: any_of.to_vec(),
+            },
+            "rfm_segment" => Condition::RfmSegment {
+                any_of: any_of.to_vec(),
+            },
+            "" => return Err(Error::field("fact", Problem::Required, "is required")),
+            other => {
+                return Err(Error::field(
+                    "fact",
+                    Problem::Unknown,
+                    format!("unknown fact {other:?}: one of {}", FACTS.join(", ")),
+                ));
+            }
+        })
+    }
+
+    /// The condition's parts, the inverse of [`Condition::parse`]: (fact, operator, value,
+    /// counter name, accepted values).
+    pub fn parts(&self) -> (&'static str, &'static str, i64, String, Vec<String>) {
+        let c = |f: &'static str, op: &CmpOp, v: &i64| (f, op.as_str(), *v, String::new(), vec![]);
+        match self {
+            Condition::OrderCount { op, value } => c("order_count", op, value),
+            Condition::DaysSinceFirstOrder { op, value } => c("days_since_first_order", op, value),
+            Condition::DaysSinceLastOrder { op, value } => c("days_since_last_order", op, value),
+            Condition::OpenCases { op, value } => c("open_cases", op, value),
+            Condition::Interactions { op, value } => c("interactions", op, value),
+            Condition::CampaignResponses { op, value } => c("campaign_responses", op, value),
+            Condition::Counter { name, op, value } => {
+                ("counter", op.as_str(), *value, name.clone(), vec![])
+            }
+            Condition::LeadStatus { any_of } => {
+                ("lead_status", "", 0, String::new(), any_of.clone())
+            }
+            Condition::RfmSegment { any_of } => {
+                ("rfm_segment", "", 0, String::new(), any_of.clone())
+            }
+        }
+    }
+}
+
 /// What the rules read about one customer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -287,7 +393,7 @@ pub struct Transition {
 }
 
 /// A tenant's lifecycle model, stored as JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageModel {
     /// Model key, e.g. `relationship`.
     pub key: String,
@@ -709,6 +815,42 @@ mod tests {
             last_order_time: (orders > 0).then(|| now() - Duration::days(last_days_ago)),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn conditions_parse_from_parts_and_back() {
+        for c in StageModel::eight_stage()
+            .transitions
+            .iter()
+            .chain(StageModel::four_stage().transitions.iter())
+            .flat_map(|t| t.when.iter())
+        {
+            let (fact, op, value, name, any_of) = c.parts();
+            assert_eq!(
+                &Condition::parse(fact, op, value, &name, &any_of).unwrap(),
+                c
+            );
+        }
+        let e = Condition::parse("mood", ">", 1, "", &[]).unwrap_err();
+        assert!(e.has("fact", Problem::Unknown), "{e}");
+        let e = Condition::parse("order_count", "~", 1, "", &[]).unwrap_err();
+        assert!(e.has("op", Problem::Unknown), "{e}");
+        let e = Condition::parse("order_count", "", 1, "", &[]).unwrap_err();
+        assert!(e.has("op", Problem::Required), "{e}");
+        let e = Condition::parse("counter", ">=", 1, " ", &[]).unwrap_err();
+        assert!(e.has("counter", Problem::Required), "{e}");
+        assert!(
+            Condition::parse("", "", 0, "", &[])
+                .unwrap_err()
+                .has("fact", Problem::Required)
+        );
+        assert_eq!(
+            Condition::parse(" days_since_last_order ", "==", 30, "", &[]).unwrap(),
+            Condition::DaysSinceLastOrder {
+                op: CmpOp::Eq,
+                value: 30
+            }
+        );
     }
 
     #[test]

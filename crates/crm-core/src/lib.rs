@@ -5,6 +5,7 @@
 //! [`service`] the use cases with permission checks and one transaction per write.
 
 pub mod access;
+pub mod active;
 pub mod auth;
 pub mod clock;
 pub mod codec;

@@ -1,41 +1,5 @@
 //! Tenant configurations of which at most one is active (grading policies, duplicate
-//! policies, assignment rule sets): finding the active one, and switching the others off when
-//! one is activated, in the same transaction.
+//! policies, assignment rule sets): the helpers live in crm-core ([`crm_core::active`]),
+//! shared with the other domain crates.
 
-use crm_core::error::Result;
-use crm_core::resource::{Record, Resource};
-use crm_core::service::Tx;
-use sea_orm::sea_query::{Condition, Expr, ExprTrait};
-use uuid::Uuid;
-
-/// The tenant's active record of `R`, read as the system inside the transaction.
-pub async fn active<R: Resource>(tx: &Tx<'_>) -> Result<Option<Record<R>>> {
-    Ok(tx
-        .find::<R>(Condition::all().add(Expr::col("active").eq(true)), 1)
-        .await?
-        .into_iter()
-        .next())
-}
-
-/// Switches off every active record of `R` but `id`, by writing `off` (a record whose
-/// `active` is false) with the mask `active`; each change is checked, audited and evented.
-pub async fn deactivate_others<R: Resource>(tx: &Tx<'_>, id: Uuid, off: R) -> Result<()> {
-    let others = tx
-        .find::<R>(
-            Condition::all()
-                .add(Expr::col("active").eq(true))
-                .add(Expr::col("id").ne(id)),
-            100,
-        )
-        .await?;
-    for o in others {
-        tx.update(
-            o.meta.id,
-            off.clone(),
-            &["active".to_owned()],
-            &o.meta.etag(),
-        )
-        .await?;
-    }
-    Ok(())
-}
+pub use crm_core::active::{active, deactivate_others};

@@ -59,7 +59,9 @@ pub struct StartRun {
 /// A run started, or the one already running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Started {
+    /// The run (`rfmRuns/{id}`).
     pub run: Uuid,
+    /// Its job (`operations/{id}`).
     pub job: Uuid,
     /// A run was already running: it was returned instead of starting another.
     pub already_running: bool,
@@ -77,7 +79,7 @@ struct Checkpoint {
     batches: usize,
 }
 
-fn ops_id(operation: &str) -> Option<Uuid> {
+pub(crate) fn ops_id(operation: &str) -> Option<Uuid> {
     operation
         .strip_prefix("operations/")
         .and_then(|s| Uuid::try_parse(s).ok())
@@ -241,7 +243,15 @@ pub async fn run_job(job: JobContext) -> Result<JobOutcome> {
     match compute(&job, &ctx, &run).await {
         Ok(Some(stats)) => {
             finish(&ctx, &run, RunState::Succeeded, stats.clone(), "").await?;
-            Ok(JobOutcome::Done(summary(&run.meta.id, &stats)))
+            let mut out = summary(&run.meta.id, &stats);
+            // Segments reading RFM scores or value follow the new results. The run stands
+            // when starting their refreshes fails (it is said in the result).
+            if let Err(e) =
+                super::segments::refresh_dependents(&ctx, super::segments::RFM_FIELDS).await
+            {
+                out["segment_refresh_error"] = json!(e.message);
+            }
+            Ok(JobOutcome::Done(out))
         }
         Ok(None) => {
             if job.interrupt() == Some(Interrupt::CancelRequested) {
@@ -509,7 +519,7 @@ async fn count_contacts<C: ConnectionTrait>(conn: &C, tenant: &str) -> Result<i6
     Ok(row.try_get::<i64>("", "n")?)
 }
 
-async fn contact_page<C: ConnectionTrait>(
+pub(crate) async fn contact_page<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
     after: Option<Uuid>,
@@ -532,19 +542,21 @@ async fn contact_page<C: ConnectionTrait>(
         .collect()
 }
 
-/// One (contact, currency) aggregate of the period's orders.
+/// One (contact, currency) aggregate of the period's orders: the one reading of order facts
+/// that RFM runs and lifecycle evaluations share.
 #[derive(Debug)]
-struct AggRow {
-    customer: Uuid,
-    currency: String,
-    orders: i64,
-    purchases: i64,
-    net: i64,
-    last_purchase: Option<DateTime<Utc>>,
+pub(crate) struct AggRow {
+    pub(crate) customer: Uuid,
+    pub(crate) currency: String,
+    pub(crate) orders: i64,
+    pub(crate) purchases: i64,
+    pub(crate) net: i64,
+    pub(crate) first_purchase: Option<DateTime<Utc>>,
+    pub(crate) last_purchase: Option<DateTime<Utc>>,
 }
 
 /// Orders that count: live, not cancelled.
-fn live_orders(tenant: &str) -> Condition {
+pub(crate) fn live_orders(tenant: &str) -> Condition {
     Condition::all()
         .add(Expr::col("tenant_id").eq(tenant))
         .add(Expr::col("delete_time").is_null())
@@ -558,7 +570,7 @@ fn net_amount() -> Expr {
         .into()
 }
 
-fn is_purchase() -> Condition {
+pub(crate) fn is_purchase() -> Condition {
     Condition::all()
         .add(Expr::col("status").ne("RETURNED"))
         .add(Expr::col("total").gt(0i64))
@@ -569,7 +581,7 @@ fn sum_bigint(e: Expr) -> Expr {
     Func::cast_as(Func::sum(e), Alias::new("BIGINT")).into()
 }
 
-async fn aggregate_page<C: ConnectionTrait>(
+pub(crate) async fn aggregate_page<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
     ids: &[Uuid],
@@ -589,6 +601,10 @@ async fn aggregate_page<C: ConnectionTrait>(
             Func::max(Expr::case(is_purchase(), Expr::col("order_time")).finally(Expr::null())),
             Alias::new("last_purchase"),
         )
+        .expr_as(
+            Func::min(Expr::case(is_purchase(), Expr::col("order_time")).finally(Expr::null())),
+            Alias::new("first_purchase"),
+        )
         .from("orders")
         .cond_where(live_orders(tenant))
         .and_where(Expr::col("contact_id").is_in(ids.iter().copied()))
@@ -604,6 +620,7 @@ async fn aggregate_page<C: ConnectionTrait>(
             orders: r.try_get::<i64>("", "n_orders")?,
             purchases: r.try_get::<Option<i64>>("", "n_purchases")?.unwrap_or(0),
             net: r.try_get::<Option<i64>>("", "net")?.unwrap_or(0),
+            first_purchase: time_of(&r, "first_purchase")?,
             last_purchase: time_of(&r, "last_purchase")?,
         });
     }

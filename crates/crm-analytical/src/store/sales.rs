@@ -52,7 +52,9 @@ pub struct SalesQuery {
     pub from: DateTime<Utc>,
     /// Last instant (exclusive).
     pub to: DateTime<Utc>,
+    /// The periods' length.
     pub granularity: Granularity,
+    /// What sales are broken down by.
     pub dimension: Dimension,
     /// IANA name; empty for UTC.
     pub time_zone: String,
@@ -61,6 +63,7 @@ pub struct SalesQuery {
 /// The report and, when asked, its chart.
 #[derive(Debug, Clone)]
 pub struct SalesAnswer {
+    /// The cells and totals.
     pub report: SalesReport,
     /// One SVG per currency (ordered by code).
     pub charts: BTreeMap<String, String>,

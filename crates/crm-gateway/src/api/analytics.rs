@@ -1,14 +1,20 @@
-//! AnalyticsService: RFM and value configurations, runs and results, and the sales report
-//! (crm-analytical).
+//! AnalyticsService: RFM and value configurations, runs and results, lifecycle models and
+//! stages, segments, and the sales, funnel and cohort reports (crm-analytical).
 
 use super::{Gateway, Wire};
 use crate::convert::{self, hidden, name, opt_ts, reference, ts};
 use crate::status::OrStatus;
+use crm_analytical::lifecycle::{Condition, Stage, TransitionRule};
 use crm_analytical::money::{Rate, RateTable};
 use crm_analytical::report::{Granularity, chart};
 use crm_analytical::rfm::{Binning, MonetaryBasis, RfmConfig, ScoreRange, SegmentMap, SegmentRule};
+use crm_analytical::store::reports::{self, CohortQuery, FunnelQuery};
 use crm_analytical::store::rfm_runs::{self, StartRun};
 use crm_analytical::store::sales::{self, Dimension, SalesQuery};
+use crm_analytical::store::{
+    LifecycleModel, LifecycleState, LifecycleTransition, SEGMENT_OUTPUT_FIELDS, Segment,
+    SegmentMember, lifecycle, segments,
+};
 use crm_analytical::store::{ResultStatus, RfmResult, RfmRun, RfmSettings, RunState, RunStats};
 use crm_analytical::value::{Normalisation, ValueModel, Weights};
 use crm_api::google::longrunning as lro;
@@ -16,7 +22,7 @@ use crm_api::v1 as pb;
 use crm_api::v1::analytics_service_server::AnalyticsService;
 use crm_core::error::{Error, Result};
 use crm_core::resource::Record;
-use pb::ListRfmConfigsResponse;
+use pb::{ListLifecycleModelsResponse, ListRfmConfigsResponse, ListSegmentsResponse};
 use std::collections::BTreeMap;
 use tonic::{Request, Response, Status};
 
@@ -361,6 +367,192 @@ fn result_out(r: Record<RfmResult>) -> pb::RfmResult {
     }
 }
 
+fn condition_in(field: &str, c: pb::LifecycleCondition) -> Result<Condition> {
+    Condition::parse(&c.fact, &c.op, c.value, &c.counter, &c.any_of)
+        .map_err(|e| Error::from(e.in_field(field)))
+}
+
+fn condition_out(c: Condition) -> pb::LifecycleCondition {
+    let (fact, op, value, counter, any_of) = c.parts();
+    pb::LifecycleCondition {
+        fact: fact.into(),
+        op: op.into(),
+        value,
+        counter,
+        any_of,
+    }
+}
+
+impl Wire<LifecycleModel> for pb::LifecycleModel {
+    const FIELD: &'static str = "lifecycle_model";
+
+    fn into_domain(self) -> Result<LifecycleModel> {
+        let mut transitions = Vec::with_capacity(self.transitions.len());
+        let mut violations = Vec::new();
+        for (i, t) in self.transitions.into_iter().enumerate() {
+            let mut when = Vec::with_capacity(t.when.len());
+            for (k, c) in t.when.into_iter().enumerate() {
+                match condition_in(&format!("transitions[{i}].when[{k}]"), c) {
+                    Ok(c) => when.push(c),
+                    Err(e) => violations.extend(e.violations),
+                }
+            }
+            transitions.push(TransitionRule {
+                from: t.from,
+                to: t.to,
+                when,
+                reason: t.reason,
+            });
+        }
+        if !violations.is_empty() {
+            return Err(Error::invalid_fields(violations));
+        }
+        Ok(LifecycleModel {
+            display_name: self.display_name,
+            template: self.template,
+            stages: self
+                .stages
+                .into_iter()
+                .map(|s| Stage {
+                    key: s.key,
+                    name: s.display_name,
+                })
+                .collect(),
+            initial: self.initial,
+            transitions,
+            active: self.active,
+        })
+    }
+
+    fn from_record(r: Record<LifecycleModel>) -> Self {
+        let d = r.data;
+        pb::LifecycleModel {
+            name: name("lifecycleModels", Some(r.meta.id)),
+            display_name: d.display_name,
+            template: d.template,
+            stages: d
+                .stages
+                .into_iter()
+                .map(|s| pb::LifecycleStage {
+                    key: s.key,
+                    display_name: s.name,
+                })
+                .collect(),
+            initial: d.initial,
+            transitions: d
+                .transitions
+                .into_iter()
+                .map(|t| pb::LifecycleRule {
+                    from: t.from,
+                    to: t.to,
+                    when: t.when.into_iter().map(condition_out).collect(),
+                    reason: t.reason,
+                })
+                .collect(),
+            active: d.active,
+            create_time: Some(ts(r.meta.create_time)),
+            update_time: Some(ts(r.meta.update_time)),
+            etag: r.meta.etag(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+}
+
+fn state_out(r: Record<LifecycleState>) -> pb::CustomerLifecycle {
+    let d = r.data;
+    pb::CustomerLifecycle {
+        name: name("lifecycleStates", Some(r.meta.id)),
+        customer: name("contacts", d.customer),
+        model: name("lifecycleModels", d.model),
+        stage: d.stage,
+        enter_time: opt_ts(d.enter_time),
+        evaluate_time: opt_ts(d.evaluate_time),
+    }
+}
+
+fn transition_out(r: Record<LifecycleTransition>) -> pb::LifecycleTransition {
+    let d = r.data;
+    pb::LifecycleTransition {
+        name: name("lifecycleTransitions", Some(r.meta.id)),
+        customer: name("contacts", d.customer),
+        model: name("lifecycleModels", d.model),
+        from_stage: d.from_stage,
+        to_stage: d.to_stage,
+        reason: d.reason,
+        rule: d.rule,
+        transition_time: opt_ts(d.transition_time),
+    }
+}
+
+impl Wire<Segment> for pb::Segment {
+    const FIELD: &'static str = "segment";
+
+    /// Output-only fields (member count, refresh time, operation) are not taken.
+    fn into_domain(self) -> Result<Segment> {
+        Ok(Segment {
+            display_name: self.display_name,
+            rule: self.rule,
+            tag: self.tag,
+            ..Default::default()
+        })
+    }
+
+    fn from_record(r: Record<Segment>) -> Self {
+        let d = r.data;
+        pb::Segment {
+            name: name("segments", Some(r.meta.id)),
+            display_name: d.display_name,
+            rule: d.rule,
+            tag: d.tag,
+            member_count: d.member_count,
+            refresh_time: opt_ts(d.refresh_time),
+            operation: d.operation,
+            create_time: Some(ts(r.meta.create_time)),
+            update_time: Some(ts(r.meta.update_time)),
+            etag: r.meta.etag(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+}
+
+fn member_out(r: Record<SegmentMember>) -> pb::SegmentMember {
+    let d = r.data;
+    pb::SegmentMember {
+        name: name("segmentMembers", Some(r.meta.id)),
+        segment: name("segments", d.segment),
+        customer: name("contacts", d.customer),
+        enter_time: opt_ts(d.enter_time),
+    }
+}
+
+fn ratio_out(r: crm_analytical::report::Ratio) -> pb::Ratio {
+    pb::Ratio {
+        numerator: i64::try_from(r.numerator).unwrap_or(i64::MAX),
+        denominator: i64::try_from(r.denominator).unwrap_or(i64::MAX),
+        rate: r.rate,
+    }
+}
+
+/// The operation of a job just started (or found running).
+async fn operation_of(ctx: &crm_core::service::Ctx, job: uuid::Uuid) -> Result<lro::Operation> {
+    let job = crm_core::jobs::get(&ctx.db.conn, ctx.tenant(), job)
+        .await?
+        .ok_or_else(|| Error::internal("the operation's job vanished"))?;
+    Ok(super::operations::operation(&job))
+}
+
 fn granularity_in(g: i32) -> Result<Granularity> {
     use pb::ReportGranularity as P;
     Ok(match P::try_from(g) {
@@ -396,8 +588,8 @@ fn dimension_in(d: i32) -> Result<Dimension> {
     })
 }
 
-fn chart_size(r: &pb::SalesReportRequest) -> Result<Option<chart::Size>> {
-    if !r.include_chart {
+fn chart_size(include: bool, width: i32, height: i32) -> Result<Option<chart::Size>> {
+    if !include {
         return Ok(None);
     }
     let d = chart::Size::default();
@@ -416,8 +608,8 @@ fn chart_size(r: &pb::SalesReportRequest) -> Result<Option<chart::Size>> {
         }
     };
     Ok(Some(chart::Size {
-        width: side("chart_width", r.chart_width, d.width)?,
-        height: side("chart_height", r.chart_height, d.height)?,
+        width: side("chart_width", width, d.width)?,
+        height: side("chart_height", height, d.height)?,
     }))
 }
 
@@ -437,8 +629,74 @@ crate::service_impl!(AnalyticsService, Analytics, [
         list_rfm_configs(pb::ListRfmConfigsRequest => ListRfmConfigsResponse . configs),
         update_rfm_config(pb::UpdateRfmConfigRequest),
         delete_rfm_config(pb::DeleteRfmConfigRequest)
+    },
+    LifecycleModel => pb::LifecycleModel {
+        create_lifecycle_model(pb::CreateLifecycleModelRequest, lifecycle_model),
+        get_lifecycle_model(pb::GetLifecycleModelRequest),
+        list_lifecycle_models(pb::ListLifecycleModelsRequest => ListLifecycleModelsResponse . lifecycle_models),
+        update_lifecycle_model(pb::UpdateLifecycleModelRequest),
+        delete_lifecycle_model(pb::DeleteLifecycleModelRequest)
     }
 ]
+    async fn create_segment(
+        &self,
+        r: Request<pb::CreateSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        Ok(Response::new(super::create::<Segment, pb::Segment>(&ctx, r.segment, &r.request_id).await?))
+    }
+
+    async fn get_segment(
+        &self,
+        r: Request<pb::GetSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        Ok(Response::new(super::get::<Segment, pb::Segment>(&ctx, &r.get_ref().name).await?))
+    }
+
+    async fn list_segments(
+        &self,
+        r: Request<pb::ListSegmentsRequest>,
+    ) -> Result<Response<ListSegmentsResponse>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        let p = super::params(r.page_size, r.page_token, r.filter, r.order_by);
+        let (segments, next_page_token) = super::list::<Segment, pb::Segment>(&ctx, p).await?;
+        Ok(Response::new(ListSegmentsResponse { segments, next_page_token }))
+    }
+
+    /// Like the other updates, but the fields refreshes write are refused in the mask.
+    async fn update_segment(
+        &self,
+        r: Request<pb::UpdateSegmentRequest>,
+    ) -> Result<Response<pb::Segment>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        if let Some(p) = r
+            .update_mask
+            .iter()
+            .flat_map(|m| m.paths.iter())
+            .find(|p| SEGMENT_OUTPUT_FIELDS.contains(&p.trim_start_matches("segment.")))
+        {
+            return Err(Error::invalid(
+                "update_mask",
+                format!("field {p:?} is output only"),
+            ))
+            .or_status();
+        }
+        Ok(Response::new(super::update::<Segment, pb::Segment>(&ctx, r.segment, r.update_mask).await?))
+    }
+
+    async fn delete_segment(
+        &self,
+        r: Request<pb::DeleteSegmentRequest>,
+    ) -> Result<Response<()>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        super::delete::<Segment, pb::Segment>(&ctx, &r.get_ref().name, &r.get_ref().etag).await?;
+        Ok(Response::new(()))
+    }
+
     async fn start_rfm_run(
         &self,
         r: Request<pb::StartRfmRunRequest>,
@@ -518,7 +776,7 @@ crate::service_impl!(AnalyticsService, Analytics, [
     ) -> Result<Response<pb::SalesReportResponse>, Status> {
         let ctx = self.0.ctx(&r).await?;
         let r = r.into_inner();
-        let size = chart_size(&r).or_status()?;
+        let size = chart_size(r.include_chart, r.chart_width, r.chart_height).or_status()?;
         let from = convert::from_ts("start_time", r.start_time)
             .and_then(|t| convert::required("start_time", t))
             .or_status()?;
@@ -557,6 +815,135 @@ crate::service_impl!(AnalyticsService, Analytics, [
                 .into_iter()
                 .collect(),
             charts: answer.charts.into_iter().collect(),
+        }))
+    }
+    async fn evaluate_lifecycle(
+        &self,
+        r: Request<pb::EvaluateLifecycleRequest>,
+    ) -> Result<Response<lro::Operation>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let as_of = convert::from_ts("as_of_time", r.into_inner().as_of_time).or_status()?;
+        let job = lifecycle::start_evaluation(&ctx, as_of).await.or_status()?;
+        Ok(Response::new(operation_of(&ctx, job).await.or_status()?))
+    }
+
+    async fn get_customer_lifecycle(
+        &self,
+        r: Request<pb::GetCustomerLifecycleRequest>,
+    ) -> Result<Response<pb::CustomerLifecycle>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let customer = crm_core::ids::parse_name("customer", "contacts", r.get_ref().customer.trim()).or_status()?;
+        let state = lifecycle::customer_stage(&ctx, customer).await.or_status()?;
+        Ok(Response::new(state_out(state)))
+    }
+
+    async fn list_lifecycle_transitions(
+        &self,
+        r: Request<pb::ListLifecycleTransitionsRequest>,
+    ) -> Result<Response<pb::ListLifecycleTransitionsResponse>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        let customer = crm_core::ids::parse_name("customer", "contacts", r.customer.trim()).or_status()?;
+        let page = lifecycle::customer_transitions(&ctx, customer, r.page_size, r.page_token)
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::ListLifecycleTransitionsResponse {
+            transitions: page.items.into_iter().map(transition_out).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn refresh_segment(
+        &self,
+        r: Request<pb::RefreshSegmentRequest>,
+    ) -> Result<Response<lro::Operation>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let id = crm_core::ids::parse_name("name", "segments", r.get_ref().name.trim()).or_status()?;
+        let refresh = segments::start_refresh(&ctx, id).await.or_status()?;
+        Ok(Response::new(operation_of(&ctx, refresh.job).await.or_status()?))
+    }
+
+    async fn list_segment_members(
+        &self,
+        r: Request<pb::ListSegmentMembersRequest>,
+    ) -> Result<Response<pb::ListSegmentMembersResponse>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        let id = crm_core::ids::parse_name("segment", "segments", r.segment.trim()).or_status()?;
+        let page = segments::members(&ctx, id, r.page_size, r.page_token)
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::ListSegmentMembersResponse {
+            members: page.items.into_iter().map(member_out).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn funnel_report(
+        &self,
+        r: Request<pb::FunnelReportRequest>,
+    ) -> Result<Response<pb::FunnelReportResponse>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        let size = chart_size(r.include_chart, r.chart_width, r.chart_height).or_status()?;
+        let q = FunnelQuery {
+            model: reference("model", "lifecycleModels", r.model.trim()).or_status()?,
+            stages: r.stages,
+            cumulative: r.cumulative,
+        };
+        let answer = reports::funnel_report(&ctx, &q, size).await.or_status()?;
+        Ok(Response::new(pb::FunnelReportResponse {
+            model: name("lifecycleModels", Some(answer.model)),
+            steps: answer
+                .funnel
+                .steps
+                .into_iter()
+                .map(|s| pb::FunnelStep {
+                    stage: s.stage,
+                    reached: i64::try_from(s.reached).unwrap_or(i64::MAX),
+                    from_previous: s.from_previous.map(ratio_out),
+                    from_first: Some(ratio_out(s.from_first)),
+                })
+                .collect(),
+            unknown_stages: i64::try_from(answer.funnel.unknown_stages).unwrap_or(i64::MAX),
+            chart: answer.chart.unwrap_or_default(),
+        }))
+    }
+
+    async fn cohort_report(
+        &self,
+        r: Request<pb::CohortReportRequest>,
+    ) -> Result<Response<pb::CohortReportResponse>, Status> {
+        let ctx = self.0.ctx(&r).await?;
+        let r = r.into_inner();
+        let size = chart_size(r.include_chart, r.chart_width, r.chart_height).or_status()?;
+        let q = CohortQuery {
+            as_of: convert::from_ts("as_of_time", r.as_of_time).or_status()?,
+            from: convert::from_ts("start_time", r.start_time).or_status()?,
+            time_zone: r.time_zone,
+        };
+        let answer = reports::cohort_report(&ctx, &q, size).await.or_status()?;
+        Ok(Response::new(pb::CohortReportResponse {
+            time_zone: answer.matrix.time_zone.clone(),
+            cohorts: answer
+                .matrix
+                .rows
+                .iter()
+                .map(|row| pb::Cohort {
+                    cohort: row.cohort.label(),
+                    cohort_start_date: convert::date(Some(row.cohort.start)),
+                    size: i64::try_from(row.size).unwrap_or(i64::MAX),
+                    active: row
+                        .active
+                        .iter()
+                        .map(|a| i64::try_from(*a).unwrap_or(i64::MAX))
+                        .collect(),
+                    retention: (0..row.active.len())
+                        .map(|k| row.rate(k).unwrap_or(0.0))
+                        .collect(),
+                })
+                .collect(),
+            chart: answer.chart.unwrap_or_default(),
         }))
     }
 );
