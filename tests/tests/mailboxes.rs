@@ -262,6 +262,12 @@ async fn a_mailbox_is_polled_exactly_once(backend: Backend) {
     assert_eq!((a.last_uid, a.messages_ingested), (6, 5));
     assert_eq!(interactions(&s, "acme").await, 5);
 
+    // Two polls asked for at once take turns; neither fails.
+    let (p1, p2) = futures::join!(poll(&s, &admin, &acc.name), poll(&s, &admin, &acc.name));
+    p1.unwrap();
+    p2.unwrap();
+    assert_eq!(interactions(&s, "acme").await, 5);
+
     // A poll with nothing new changes nothing.
     let r = poll(&s, &admin, &acc.name).await.unwrap();
     assert_eq!(

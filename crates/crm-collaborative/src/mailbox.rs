@@ -28,7 +28,7 @@
 use crate::intake::{self, Links};
 use chrono::{DateTime, Utc};
 use crm_core::error::{Error, ErrorKind, Result};
-use crm_core::jobs::{JobContext, JobHandlers, JobOutcome, Progress, ScheduleOptions};
+use crm_core::jobs::{JobContext, JobHandlers, JobOutcome, OnDuplicate, Progress, ScheduleOptions};
 use crm_core::registry::SchemaChange;
 use crm_core::resource::{FieldSpec, HookFuture, Kind, Record, Resource};
 use crm_core::secrets::Sealer;
@@ -296,7 +296,7 @@ impl Resource for MailboxAccount {
                 );
             }
             if data.enabled && old.is_none_or(|o| data.connection_changed(o)) {
-                arm(tx, id, tx.ctx().clock.now(), None).await?;
+                arm(tx, id, tx.ctx().clock.now(), None, OnDuplicate::Replace).await?;
             }
             Ok(())
         })
@@ -332,6 +332,7 @@ async fn arm(
     id: Uuid,
     due: DateTime<Utc>,
     creator: Option<Uuid>,
+    on_duplicate: OnDuplicate,
 ) -> Result<crm_core::jobs::Scheduled> {
     let ctx = tx.ctx();
     crm_core::jobs::schedule(
@@ -345,9 +346,9 @@ async fn arm(
             dedupe_key: Some(format!("mailbox/{id}")),
             collection: Some(MailboxAccount::COLLECTION.to_owned()),
             creator,
+            on_duplicate,
             // A failed run is not retried by the runner: the next poll is the retry.
             max_attempts: 1,
-            ..Default::default()
         },
     )
     .await
@@ -381,7 +382,14 @@ pub async fn poll_now(ctx: &Ctx, id: Uuid) -> Result<Uuid> {
             ),
         ));
     }
-    let s = arm(&tx, id, ctx.clock.now(), Some(ctx.principal.user)).await?;
+    let s = arm(
+        &tx,
+        id,
+        ctx.clock.now(),
+        Some(ctx.principal.user),
+        OnDuplicate::Replace,
+    )
+    .await?;
     tx.commit().await?;
     crm_core::jobs::wake();
     Ok(s.id)
@@ -422,71 +430,123 @@ pub async fn poll_job(job: JobContext) -> Result<JobOutcome> {
     }
     let p: Payload = job.payload_as()?;
     let ctx = job.system_ctx(None);
-    let Some(rec) = ctx
-        .begin()
-        .await?
-        .find::<MailboxAccount>(Condition::all().add(Expr::col("id").eq(p.account)), 1)
-        .await?
-        .into_iter()
-        .next()
-    else {
-        // Deleted since: nothing to poll, nothing to re-arm.
-        return Ok(JobOutcome::done());
-    };
-    if !rec.data.enabled {
-        return Ok(JobOutcome::done());
+    match find_account(&ctx, p.account).await? {
+        // Deleted or disabled since: nothing to poll, nothing to re-arm.
+        Some(rec) if rec.data.enabled => {}
+        _ => return Ok(JobOutcome::done()),
     }
+    // One run at a time per account: a poll asked for while another runs waits for it.
+    take_turn(&job, &ctx, p.account).await?;
     let mut report = PollReport::default();
-    let run = run_poll(&job, &ctx, &rec, &mut report).await;
-    let now = ctx.clock.now();
-    // Record the outcome, re-arm, in one transaction.
-    let tx = ctx.begin().await?;
-    let Some(cur) = tx
-        .find::<MailboxAccount>(Condition::all().add(Expr::col("id").eq(p.account)), 1)
-        .await?
-        .into_iter()
-        .next()
-    else {
-        return Ok(JobOutcome::done());
+    // Read again now that it is this run's turn: the previous run moved the position.
+    let run = match find_account(&ctx, p.account).await? {
+        Some(rec) if rec.data.enabled => run_poll(&job, &ctx, &rec, &mut report).await,
+        _ => Ok(()),
     };
-    let mut patch = MailboxAccount::default();
-    let mut mask: Vec<String> = Vec::new();
-    match &run {
-        Ok(()) => {
-            if !cur.data.last_error.is_empty() || report.created > 0 {
-                patch.last_error = String::new();
-                patch.last_success_time = Some(now);
-                mask.extend(["last_error".to_owned(), "last_success_time".to_owned()]);
-            }
-        }
-        Err(e) => {
-            let message = e.message.clone();
-            if cur.data.last_error != message {
-                patch.last_error = message;
-                patch.last_error_time = Some(now);
-                mask.extend(["last_error".to_owned(), "last_error_time".to_owned()]);
-            }
-        }
-    }
-    if !mask.is_empty() {
-        tx.update(cur.meta.id, patch, &mask, &cur.meta.etag())
-            .await?;
-    }
-    if cur.data.enabled {
-        let due = if run.is_ok() && report.more {
-            now
-        } else {
-            now + cur.data.interval()
+    let now = ctx.clock.now();
+    // Record the outcome, re-arm and end the turn, in one transaction (again when an edit
+    // of the account got in between).
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let tx = ctx.begin().await?;
+        let Some(cur) = tx
+            .find::<MailboxAccount>(Condition::all().add(Expr::col("id").eq(p.account)), 1)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(JobOutcome::done());
         };
-        arm(&tx, cur.meta.id, due, None).await?;
+        let mut patch = MailboxAccount::default();
+        let mut mask: Vec<String> = Vec::new();
+        match &run {
+            Ok(()) => {
+                if !cur.data.last_error.is_empty() || report.created > 0 {
+                    patch.last_error = String::new();
+                    patch.last_success_time = Some(now);
+                    mask.extend(["last_error".to_owned(), "last_success_time".to_owned()]);
+                }
+            }
+            Err(e) => {
+                let message = e.message.clone();
+                if cur.data.last_error != message {
+                    patch.last_error = message;
+                    patch.last_error_time = Some(now);
+                    mask.extend(["last_error".to_owned(), "last_error_time".to_owned()]);
+                }
+            }
+        }
+        if !mask.is_empty() {
+            match tx.update(cur.meta.id, patch, &mask, &cur.meta.etag()).await {
+                Err(e) if e.kind == ErrorKind::Aborted && attempt < 5 => continue,
+                r => r?,
+            };
+        }
+        if cur.data.enabled {
+            let due = if run.is_ok() && report.more {
+                now
+            } else {
+                now + cur.data.interval()
+            };
+            // A poll asked for meanwhile (or an edit's) stays as it is: it is due already.
+            arm(&tx, cur.meta.id, due, None, OnDuplicate::Keep).await?;
+        }
+        tx.lock_counter(&turn_key(p.account)).await?;
+        tx.set_counter(&turn_key(p.account), 0).await?;
+        tx.commit().await?;
+        break;
     }
-    tx.commit().await?;
     match run {
         _ if job.is_cancelled() => Ok(JobOutcome::Cancelled),
         Ok(()) => Ok(JobOutcome::Done(
             serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?,
         )),
         Err(e) => Err(Error::failed_precondition("MAILBOX_POLL_FAILED", e.message)),
+    }
+}
+
+/// How long a run holds its account's turn without renewing it (a runner that died frees
+/// it after this), in milliseconds; renewed whenever the position is stored.
+const TURN_MS: i64 = 5 * 60 * 1000;
+
+fn turn_key(id: Uuid) -> String {
+    format!("mailbox-poll/{id}")
+}
+
+/// The stored account, as the system.
+async fn find_account(ctx: &Ctx, id: Uuid) -> Result<Option<Record<MailboxAccount>>> {
+    Ok(ctx
+        .begin()
+        .await?
+        .find::<MailboxAccount>(Condition::all().add(Expr::col("id").eq(id)), 1)
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// Takes the account's turn (a tenant counter holding the deadline of the run that has it,
+/// in Unix milliseconds; 0 when free), waiting while another run holds it.
+async fn take_turn(job: &JobContext, ctx: &Ctx, id: Uuid) -> Result<()> {
+    let key = turn_key(id);
+    loop {
+        let tx = ctx.begin().await?;
+        let until = tx.lock_counter(&key).await?;
+        let now = ctx.clock.now().timestamp_millis();
+        if until <= now {
+            tx.set_counter(&key, now + TURN_MS).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        drop(tx);
+        if job.is_cancelled() {
+            return Err(Error::failed_precondition(
+                "MAILBOX_POLL_CANCELLED",
+                "cancelled while another poll of the account ran",
+            ));
+        }
+        job.heartbeat().await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -702,7 +762,29 @@ async fn save_position(
     last_uid: i64,
     created: i64,
 ) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_save_position(ctx, id, validity, last_uid, created).await {
+            // An edit of the account got in between: read it again.
+            Err(e) if e.kind == ErrorKind::Aborted && attempt < 5 => continue,
+            r => return r,
+        }
+    }
+}
+
+async fn try_save_position(
+    ctx: &Ctx,
+    id: Uuid,
+    validity: i64,
+    last_uid: i64,
+    created: i64,
+) -> Result<()> {
     let tx = ctx.begin().await?;
+    // The run still holds the turn: renew it.
+    tx.lock_counter(&turn_key(id)).await?;
+    tx.set_counter(&turn_key(id), ctx.clock.now().timestamp_millis() + TURN_MS)
+        .await?;
     let Some(cur) = tx
         .find::<MailboxAccount>(Condition::all().add(Expr::col("id").eq(id)), 1)
         .await?
