@@ -1074,7 +1074,131 @@ async fn unknown_senders_become_leads_by_policy(backend: Backend) {
     );
 }
 
+async fn a_case_opens_from_an_interaction(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    s.tenant("globex").await;
+    let admin = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let li = contact(&s, &admin, "li.lei@example.com", "+8613800138000").await;
+    let now = chrono::Utc::now();
+    let i = ingest(
+        &s,
+        &admin,
+        email(
+            "case-1@x.example",
+            "li.lei@example.com",
+            "Printer jams",
+            now,
+        ),
+    )
+    .await
+    .unwrap()
+    .interaction
+    .unwrap();
+    let case = create_case(
+        &s,
+        &admin,
+        Case {
+            source_interaction: i.name.clone(),
+            category: "hardware".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(case.title, "Printer jams");
+    assert_eq!(case.contact, li.name);
+    assert_eq!(case.channel, "EMAIL");
+    assert_eq!(case.source_interaction, i.name);
+    assert!(
+        case.description.contains("printer is broken"),
+        "{}",
+        case.description
+    );
+    let linked = s
+        .timeline()
+        .get_interaction(req(
+            &admin,
+            GetInteractionRequest {
+                name: i.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(linked.case, case.name);
+    // Given fields win over the interaction's.
+    let j = ingest(
+        &s,
+        &admin,
+        email("case-2@x.example", "li.lei@example.com", "Toner", now),
+    )
+    .await
+    .unwrap()
+    .interaction
+    .unwrap();
+    let own = create_case(
+        &s,
+        &admin,
+        Case {
+            source_interaction: j.name.clone(),
+            title: "Toner order".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(own.title, "Toner order");
+    // One interaction, one case.
+    let st = expect_code(
+        create_case(
+            &s,
+            &admin,
+            Case {
+                source_interaction: i.name.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(crm_tests::reason(&st), "INTERACTION_HAS_CASE");
+    // Another tenant's interaction is NOT_FOUND; a malformed name is named.
+    let other = s.token("globex", Uuid::now_v7(), &["admin"]);
+    expect_code(
+        create_case(
+            &s,
+            &other,
+            Case {
+                source_interaction: j.name.clone(),
+                title: "x".into(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::NotFound,
+    );
+    let st = expect_code(
+        create_case(
+            &s,
+            &admin,
+            Case {
+                source_interaction: "interactions/nope".into(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&st),
+        vec!["case.source_interaction".to_owned()]
+    );
+    assert_eq!(s.count("cases", "globex").await, 0);
+}
+
 both!(
+    a_case_opens_from_an_interaction,
     unknown_senders_become_leads_by_policy,
     a_customer_emails_calls_and_gets_a_case_resolved,
     reingesting_an_email_returns_the_first_interaction,

@@ -567,7 +567,122 @@ async fn bad_accounts_and_failed_polls_are_clear(backend: Backend) {
     );
 }
 
+fn reply(n: u32, to: u32) -> Vec<u8> {
+    format!(
+        "From: Li Lei <li.lei@example.com>\r\n\
+         To: support@acme.example\r\n\
+         Subject: Re: Printer problem {to}\r\n\
+         Date: Tue, 24 Nov 2026 11:{n:02}:00 +0000\r\n\
+         Message-ID: <reply-{n}@example.com>\r\n\
+         In-Reply-To: <printer-{to}@example.com>\r\n\
+         References: <printer-{to}@example.com>\r\n\
+         \r\n\
+         Still broken ({n}).\r\n"
+    )
+    .into_bytes()
+}
+
+async fn case_status(s: &TestServer, t: &str, name: &str) -> i32 {
+    s.cases()
+        .get_case(req(t, GetCaseRequest { name: name.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+async fn transition(s: &TestServer, t: &str, name: &str, to: CaseStatus) {
+    s.cases()
+        .transition_case(req(
+            t,
+            TransitionCaseRequest {
+                name: name.into(),
+                status: to as i32,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+async fn a_support_mailbox_opens_cases(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let admin = s.token("acme", Uuid::now_v7(), &["admin"]);
+    contact(&s, &admin, "li.lei@example.com").await;
+    let user = format!("support-{}", Uuid::now_v7().simple());
+    append(&user, "INBOX", &[message(1, "li.lei@example.com")]).await;
+    let acc = create(
+        &s,
+        &admin,
+        MailboxAccount {
+            open_cases: true,
+            case_category: "printers".into(),
+            ..account(&user, "")
+        },
+    )
+    .await
+    .unwrap();
+    assert!(acc.open_cases);
+    poll(&s, &admin, &acc.name).await.unwrap();
+    let cases = s
+        .cases()
+        .list_cases(req(&admin, ListCasesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .cases;
+    assert_eq!(cases.len(), 1);
+    let case = &cases[0];
+    assert_eq!(case.title, "Printer problem 1");
+    assert_eq!(case.category, "printers");
+    assert_eq!(case.channel, "EMAIL");
+    assert!(!case.contact.is_empty(), "the sender's contact");
+
+    // The agent asks the customer; the customer's reply opens the case again.
+    transition(&s, &admin, &case.name, CaseStatus::Open).await;
+    transition(&s, &admin, &case.name, CaseStatus::WaitingOnCustomer).await;
+    append(&user, "INBOX", &[reply(2, 1)]).await;
+    let r = poll(&s, &admin, &acc.name).await.unwrap();
+    assert_eq!(r["cases_joined"], 1.0, "{r}");
+    assert_eq!(
+        case_status(&s, &admin, &case.name).await,
+        CaseStatus::Open as i32
+    );
+    // Resolved, then the customer writes again: reopened.
+    transition(&s, &admin, &case.name, CaseStatus::Resolved).await;
+    append(&user, "INBOX", &[reply(3, 1)]).await;
+    poll(&s, &admin, &acc.name).await.unwrap();
+    assert_eq!(
+        case_status(&s, &admin, &case.name).await,
+        CaseStatus::Reopened as i32
+    );
+    // Closed for good: the next reply opens a new case.
+    transition(&s, &admin, &case.name, CaseStatus::Resolved).await;
+    transition(&s, &admin, &case.name, CaseStatus::Closed).await;
+    append(
+        &user,
+        "INBOX",
+        &[reply(4, 1), message(5, "li.lei@example.com")],
+    )
+    .await;
+    let r = poll(&s, &admin, &acc.name).await.unwrap();
+    assert_eq!(r["cases_opened"], 2.0, "{r}");
+    assert_eq!(s.count("cases", "acme").await, 3);
+    // Every message is in exactly one case.
+    let timeline = s
+        .timeline()
+        .list_interactions(req(&admin, ListInteractionsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .interactions;
+    assert_eq!(timeline.len(), 5);
+    assert!(timeline.iter().all(|i| !i.case.is_empty()), "{timeline:?}");
+}
+
 both!(
     a_mailbox_is_polled_exactly_once,
-    bad_accounts_and_failed_polls_are_clear
+    bad_accounts_and_failed_polls_are_clear,
+    a_support_mailbox_opens_cases,
 );

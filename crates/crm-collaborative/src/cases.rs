@@ -20,6 +20,7 @@
 
 use crate::calendar::{BusinessCalendar, CalendarConfig, CalendarError};
 use crate::case::{self as flow, CaseAction, CaseError, CaseStatus, CaseStep, StepVisibility};
+use crate::interaction::Interaction;
 use crate::sla::{
     self, ClockKind, EscalationTarget, Recipient, SlaClock, SlaError, SlaPolicies, SlaPolicy,
     SlaPolicyConfig, SlaStatus, TimerKind,
@@ -200,6 +201,13 @@ pub struct Case {
     pub escalate_time: Option<DateTime<Utc>>,
     /// Output only: every step, oldest first.
     pub steps: Vec<CaseStep>,
+    /// The interaction the case was opened from (set on create only): the case takes its
+    /// contact, account, title and description when they are not given, and the
+    /// interaction is linked to the case in the same transaction.
+    pub source_interaction: Option<Uuid>,
+    /// Output only: the channel the case came in on (the source interaction's), empty when
+    /// an agent opened it.
+    pub channel: String,
 }
 
 /// Most steps a case records.
@@ -280,11 +288,26 @@ impl Resource for Case {
         FieldSpec::new("escalated_team", "escalated_team_id", Kind::Ref("teams")).filter(),
         FieldSpec::new("escalate_time", "escalate_time", Kind::Time).filter(),
         FieldSpec::new("steps", "steps", Kind::Json),
+        FieldSpec::new(
+            "source_interaction",
+            "source_interaction_id",
+            Kind::Ref("interactions"),
+        )
+        .immutable()
+        .filter(),
+        FieldSpec::new("channel", "channel", Kind::Text).filter(),
     ];
 
     fn validate(&mut self) -> Result<()> {
         let mut v = Violations::new();
-        if let Some(s) = v.check(validate::text("title", &self.title, MAX_SHORT_CHARS, true)) {
+        // Opened from an interaction, the title defaults to its subject.
+        let title_required = self.source_interaction.is_none();
+        if let Some(s) = v.check(validate::text(
+            "title",
+            &self.title,
+            MAX_SHORT_CHARS,
+            title_required,
+        )) {
             self.title = s;
         }
         if let Some(s) = v.check(validate::text(
@@ -322,7 +345,12 @@ impl Resource for Case {
             let ctx = tx.ctx();
             let now = ctx.clock.now();
             match old {
-                None => open_case(tx, id, data, now).await,
+                None => {
+                    if let Some(source) = data.source_interaction {
+                        from_interaction(tx, source, data).await?;
+                    }
+                    open_case(tx, id, data, now).await
+                }
                 Some(o) => {
                     if o.owner != data.owner {
                         data.steps.push(CaseStep {
@@ -344,6 +372,78 @@ impl Resource for Case {
             }
         })
     }
+
+    fn after_write<'a>(
+        tx: &'a Tx<'a>,
+        action: crm_core::journal::AuditAction,
+        rec: &'a Record<Self>,
+    ) -> HookFuture<'a> {
+        Box::pin(async move {
+            if action != crm_core::journal::AuditAction::Create {
+                return Ok(());
+            }
+            let Some(source) = rec.data.source_interaction else {
+                return Ok(());
+            };
+            // The interaction joins the case; someone who linked it to another case since it
+            // was read wins, and this create is refused.
+            if !tx
+                .link(Interaction::COLLECTION, source, "case", rec.meta.id)
+                .await?
+            {
+                return Err(Error::aborted(
+                    "CONCURRENT_WRITE",
+                    format!("interactions/{source} was put in another case meanwhile; try again"),
+                ));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Fills a case opened from an interaction: what is not given comes from it. The caller
+/// must be able to read the interaction; one already in a case is FAILED_PRECONDITION
+/// `INTERACTION_HAS_CASE`.
+async fn from_interaction(tx: &Tx<'_>, source: Uuid, data: &mut Case) -> Result<()> {
+    let i = tx
+        .get::<Interaction>(source)
+        .await
+        .map_err(|e| e.in_field("source_interaction"))?
+        .data;
+    if let Some(case) = i.case {
+        return Err(Error::failed_precondition(
+            "INTERACTION_HAS_CASE",
+            format!("interactions/{source} belongs to cases/{case} already"),
+        )
+        .with("case", format!("cases/{case}")));
+    }
+    if data.title.trim().is_empty() {
+        let subject = i.subject.trim();
+        data.title = if subject.is_empty() {
+            let from = i
+                .participants
+                .iter()
+                .find(|p| matches!(p.role.as_str(), "FROM" | "CALLER" | "CUSTOMER"))
+                .map(|p| p.address.clone())
+                .unwrap_or_default();
+            format!("{} from {from}", i.channel.as_str().to_lowercase())
+                .trim()
+                .to_owned()
+        } else {
+            subject.chars().take(MAX_SHORT_CHARS).collect()
+        };
+    }
+    if data.description.trim().is_empty() {
+        data.description = i.body.chars().take(20_000).collect();
+    }
+    if data.contact.is_none() {
+        data.contact = i.contact;
+    }
+    if data.account.is_none() {
+        data.account = i.account;
+    }
+    data.channel = i.channel.as_str().to_owned();
+    Ok(())
 }
 
 /// A new case: status, SLA terms and clock, due times, the first timer and the first step.
@@ -516,6 +616,117 @@ fn check_note(note: &str) -> Result<Option<String>> {
 
 fn user_of(ctx: &Ctx) -> Option<Uuid> {
     Some(ctx.principal.user).filter(|u| !u.is_nil())
+}
+
+/// What [`case_for_message`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageCase {
+    /// A new case was opened from it.
+    Opened(Uuid),
+    /// It joined its conversation's open case.
+    Joined(Uuid),
+    /// It joined its conversation's case waiting on the customer, which is open again.
+    Resumed(Uuid),
+    /// It joined its conversation's resolved case, which is reopened.
+    Reopened(Uuid),
+    /// Nothing: not an inbound message, already in a case, or gone.
+    Skipped,
+}
+
+/// Puts an inbound message (an interaction) in a case, in one transaction: the case of its
+/// conversation when there is one (a reply to a case waiting on the customer opens it again,
+/// resuming the SLA clock; one to a resolved case reopens it; a closed case is left alone and
+/// a new one opened), else a new case opened from it ([`Case::source_interaction`]) with
+/// `category`. For mailboxes whose messages are service requests.
+pub async fn case_for_message(ctx: &Ctx, interaction: Uuid, category: &str) -> Result<MessageCase> {
+    use crate::interaction::Direction;
+    let tx = ctx.begin().await?;
+    let Some(i) = tx
+        .find::<Interaction>(Condition::all().add(Expr::col("id").eq(interaction)), 1)
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(MessageCase::Skipped);
+    };
+    if i.data.case.is_some() || i.data.direction != Direction::Inbound {
+        return Ok(MessageCase::Skipped);
+    }
+    // The conversation's latest case (ids are time-ordered).
+    let prior = if i.data.conversation.is_empty() {
+        None
+    } else {
+        tx.find::<Interaction>(
+            Condition::all()
+                .add(Expr::col("conversation").eq(i.data.conversation.clone()))
+                .add(Expr::col("case_id").is_not_null())
+                .add(Expr::col("id").ne(interaction)),
+            200,
+        )
+        .await?
+        .into_iter()
+        .filter_map(|r| r.data.case)
+        .next_back()
+    };
+    let found = match prior {
+        Some(id) => tx
+            .find::<Case>(Condition::all().add(Expr::col("id").eq(id)), 1)
+            .await?
+            .into_iter()
+            .next()
+            .filter(|c| c.data.status != CaseState::Closed),
+        None => None,
+    };
+    let done = match found {
+        Some(rec) => {
+            let id = rec.meta.id;
+            let etag = rec.meta.etag();
+            let mut case = rec.data;
+            let (to, note, outcome) = match CaseStatus::from(case.status) {
+                CaseStatus::WaitingOnCustomer => (
+                    Some(CaseStatus::Open),
+                    "the customer replied",
+                    MessageCase::Resumed(id),
+                ),
+                CaseStatus::Resolved => (
+                    Some(CaseStatus::Reopened),
+                    "the customer wrote again",
+                    MessageCase::Reopened(id),
+                ),
+                _ => (None, "", MessageCase::Joined(id)),
+            };
+            if let Some(to) = to {
+                apply(
+                    &mut case,
+                    id,
+                    to,
+                    Some(note.to_owned()),
+                    user_of(ctx),
+                    ctx.clock.now(),
+                )?;
+                save(&tx, id, case, &etag).await?;
+            }
+            if !tx
+                .link(Interaction::COLLECTION, interaction, "case", id)
+                .await?
+            {
+                return Ok(MessageCase::Skipped);
+            }
+            outcome
+        }
+        None => {
+            let rec = tx
+                .create(Case {
+                    source_interaction: Some(interaction),
+                    category: category.to_owned(),
+                    ..Default::default()
+                })
+                .await?;
+            MessageCase::Opened(rec.meta.id)
+        }
+    };
+    tx.commit().await?;
+    Ok(done)
 }
 
 /// Applies a status change to a loaded case: the clock's effect, the step, the SLA state.
@@ -990,6 +1201,16 @@ impl Resource for SlaPolicySet {
         })
     }
 }
+
+/// A case's source interaction and channel.
+pub const SOURCE_SCHEMA: SchemaChange = SchemaChange::new(
+    "m20261205_100003_case_source",
+    &[
+        "ALTER TABLE cases ADD COLUMN source_interaction_id UUID NULL",
+        "ALTER TABLE cases ADD COLUMN channel TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX cases_source_interaction ON cases (tenant_id, source_interaction_id)",
+    ],
+);
 
 /// The cases and SLA policy sets tables.
 pub const SCHEMA: SchemaChange = SchemaChange::new(

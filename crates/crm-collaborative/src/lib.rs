@@ -47,6 +47,7 @@ pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
         .resource::<mailbox::MailboxAccount>();
     r.schema(interaction::SCHEMA);
     r.schema(cases::SCHEMA);
+    r.schema(cases::SOURCE_SCHEMA);
     r.schema(mailbox::SCHEMA);
 }
 

@@ -99,6 +99,11 @@ pub struct MailboxAccount {
     pub enabled: bool,
     /// The user who owns the interactions ingested (and whose record scope they fall under).
     pub owner: Option<Uuid>,
+    /// Messages are service requests: each new one opens a case, or joins the case of its
+    /// conversation ([`crate::cases::case_for_message`]).
+    pub open_cases: bool,
+    /// The category of the cases opened (selects their SLA policy).
+    pub case_category: String,
     /// Output only: the folder's UIDVALIDITY the position belongs to.
     pub uid_validity: i64,
     /// Output only: the highest UID ingested.
@@ -191,6 +196,8 @@ impl Resource for MailboxAccount {
         FieldSpec::new("poll_interval_seconds", "poll_interval_seconds", Kind::Int),
         FieldSpec::new("enabled", "enabled", Kind::Bool).filter(),
         FieldSpec::new("owner", "owner_id", Kind::Ref("users")).filter(),
+        FieldSpec::new("open_cases", "open_cases", Kind::Bool).filter(),
+        FieldSpec::new("case_category", "case_category", Kind::Text),
         FieldSpec::new("uid_validity", "uid_validity", Kind::Int),
         FieldSpec::new("last_uid", "last_uid", Kind::Int),
         FieldSpec::new("messages_ingested", "messages_ingested", Kind::Int),
@@ -262,6 +269,14 @@ impl Resource for MailboxAccount {
                 format!("must be {MIN_POLL_SECONDS}-{MAX_POLL_SECONDS} (or 0 for {DEFAULT_POLL_SECONDS})"),
             );
         }
+        if let Some(s) = v.check(validate::text(
+            "case_category",
+            &self.case_category,
+            100,
+            false,
+        )) {
+            self.case_category = s;
+        }
         if self.last_error.len() > 2_000 {
             let mut cut = 2_000;
             while !self.last_error.is_char_boundary(cut) {
@@ -317,7 +332,8 @@ pub const SCHEMA: SchemaChange = SchemaChange::new(
             "display_name TEXT NOT NULL, host TEXT NOT NULL, port BIGINT NOT NULL, \
              security TEXT NOT NULL, username TEXT NOT NULL, password_sealed TEXT NOT NULL, \
              folder TEXT NOT NULL, poll_interval_seconds BIGINT NOT NULL, \
-             enabled BOOLEAN NOT NULL, owner_id UUID NULL, uid_validity BIGINT NOT NULL, \
+             enabled BOOLEAN NOT NULL, owner_id UUID NULL, open_cases BOOLEAN NOT NULL, \
+             case_category TEXT NOT NULL, uid_validity BIGINT NOT NULL, \
              last_uid BIGINT NOT NULL, messages_ingested BIGINT NOT NULL, \
              last_error TEXT NOT NULL, last_error_time TIMESTAMPTZ NULL, \
              last_success_time TIMESTAMPTZ NULL"
@@ -420,6 +436,12 @@ pub struct PollReport {
     pub restarted: bool,
     /// Whether more messages wait (the next run starts at once).
     pub more: bool,
+    /// Cases opened from messages (accounts with `open_cases`).
+    pub cases_opened: i64,
+    /// Messages that joined their conversation's case.
+    pub cases_joined: i64,
+    /// Messages whose case the tenant's rules refused (left without a case).
+    pub cases_refused: i64,
 }
 
 /// The poll job: one run over the account's folder (see the module docs).
@@ -667,11 +689,50 @@ async fn run_poll(
         match raw {
             None => reject(report, uid),
             Some(raw) => match intake::ingest_email(&owner_ctx, &raw, links.clone()).await {
-                Ok(done) if done.created => {
-                    report.created += 1;
-                    created_unsaved += 1;
+                Ok(done) => {
+                    if done.created {
+                        report.created += 1;
+                        created_unsaved += 1;
+                    } else {
+                        report.duplicates += 1;
+                    }
+                    // Also for a message fetched again: one that missed its case then
+                    // gets it now, one that has it is skipped.
+                    if account.open_cases {
+                        use crate::cases::MessageCase as M;
+                        match crate::cases::case_for_message(
+                            &owner_ctx,
+                            done.interaction.meta.id,
+                            &account.case_category,
+                        )
+                        .await
+                        {
+                            Ok(M::Opened(_)) => report.cases_opened += 1,
+                            Ok(M::Joined(_) | M::Resumed(_) | M::Reopened(_)) => {
+                                report.cases_joined += 1
+                            }
+                            Ok(M::Skipped) => {}
+                            // Refused by the tenant's rules: the message stays on the
+                            // timeline without a case, as it would by hand.
+                            Err(e)
+                                if matches!(
+                                    e.kind,
+                                    ErrorKind::InvalidArgument
+                                        | ErrorKind::FailedPrecondition
+                                        | ErrorKind::PermissionDenied
+                                        | ErrorKind::NotFound
+                                ) =>
+                            {
+                                report.cases_refused += 1
+                            }
+                            Err(e) => {
+                                save_position(ctx, id, validity, last_uid, created_unsaved).await?;
+                                report.last_uid = last_uid;
+                                return Err(e);
+                            }
+                        }
+                    }
                 }
-                Ok(_) => report.duplicates += 1,
                 Err(e) if e.kind == ErrorKind::InvalidArgument => reject(report, uid),
                 Err(e) => {
                     // The position stays before this message: the next run tries it again.

@@ -124,6 +124,11 @@ impl Wire<Case> for pb::Case {
             owner: reference("owner", "users", &self.owner)?,
             team: reference("team", "teams", &self.team)?,
             territory: reference("territory", "territories", &self.territory)?,
+            source_interaction: reference(
+                "source_interaction",
+                "interactions",
+                &self.source_interaction,
+            )?,
             ..Default::default()
         })
     }
@@ -159,6 +164,8 @@ impl Wire<Case> for pb::Case {
             update_time: Some(ts(r.meta.update_time)),
             etag: r.meta.etag(),
             hidden_fields: hidden(&r.hidden),
+            source_interaction: name("interactions", d.source_interaction),
+            channel: d.channel,
         }
     }
 

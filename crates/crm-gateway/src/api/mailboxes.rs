@@ -43,6 +43,8 @@ impl Wire<MailboxAccount> for pb::MailboxAccount {
             poll_interval_seconds: i64::from(self.poll_interval_seconds),
             enabled: self.enabled,
             owner: reference("owner", "users", &self.owner)?,
+            open_cases: self.open_cases,
+            case_category: self.case_category,
             ..Default::default()
         })
     }
@@ -73,6 +75,8 @@ impl Wire<MailboxAccount> for pb::MailboxAccount {
             update_time: Some(ts(r.meta.update_time)),
             etag: r.meta.etag(),
             hidden_fields: hidden(&r.hidden),
+            open_cases: d.open_cases,
+            case_category: d.case_category,
         }
     }
 
