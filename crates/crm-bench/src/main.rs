@@ -18,6 +18,7 @@ mod echo {
 mod import;
 mod leads;
 mod pg;
+mod timeline;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +37,9 @@ enum Cmd {
     /// Import a generated CSV of leads through ImportService, timed, against PostgreSQL's
     /// COPY of the same file.
     Import(Box<import::ImportArgs>),
+    /// Load interactions for the `get-timeline` scenario straight into the gateway's
+    /// PostgreSQL database (see timeline.rs).
+    SeedTimeline(Box<timeline::SeedArgs>),
     /// Serve the bare echo baseline (used by `run` as a child process).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:50099")]
@@ -61,7 +65,8 @@ struct RunArgs {
     warmup: u64,
     /// Comma-separated scenarios: echo, get-contact, list-contacts, create-contact,
     /// ingest-email (a 30 KB MIME message with a unique Message-ID through IngestEmail),
-    /// create-lead (duplicate check against the tenant's leads, contacts and accounts,
+    /// get-timeline (a contact's first page of 50, see `--timeline-parent` and
+    /// `seed-timeline`), create-lead (duplicate check against the tenant's leads, contacts and accounts,
     /// grading and routing by its active policies, in one write; users, a grading policy
     /// and a rule set are made first when the tenant has none, see leads.rs), and the
     /// raw-database baselines pg-select, pg-get, pg-list, pg-create (see `--pg-url`).
@@ -86,6 +91,10 @@ struct RunArgs {
     /// Fraction of pgbench transactions whose latency is logged for the percentiles.
     #[arg(long, default_value_t = 0.1)]
     pgbench_sampling: f64,
+    /// The contact (`contacts/{id}`) whose timeline `get-timeline` reads (see
+    /// `seed-timeline`).
+    #[arg(long, default_value = "")]
+    timeline_parent: String,
     /// Filter of the list-contacts scenario.
     #[arg(long, default_value = "region = \"DE\" AND tags:\"vip\"")]
     list_filter: String,
@@ -133,6 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Cmd::Run(args) => run(*args).await,
         Cmd::Import(args) => import::run(*args).await,
+        Cmd::SeedTimeline(args) => timeline::seed(*args).await,
     }
 }
 
@@ -332,6 +342,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                     .unwrap_or_default()
                     .to_owned(),
                 sampling: args.pgbench_sampling,
+                timeline_contact: args
+                    .timeline_parent
+                    .trim_start_matches("contacts/")
+                    .to_owned(),
             })
         }
         None => None,
@@ -363,7 +377,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     for s in scenarios {
         let token = args.token.clone();
         let o = match s {
-            "pg-select" | "pg-get" | "pg-list" | "pg-create" => {
+            "pg-select" | "pg-get" | "pg-list" | "pg-create" | "pg-timeline" => {
                 let Some(pg) = &pgbench else {
                     return Err(format!("{s} needs --pg-url").into());
                 };
@@ -567,6 +581,38 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                         },
                     );
                     async move { c.ingest_email(r).await.map(|_| ()) }
+                })
+                .await?
+            }
+            "get-timeline" => {
+                if args.timeline_parent.is_empty() {
+                    return Err("get-timeline needs --timeline-parent contacts/{id}".into());
+                }
+                let (chans, parent) = (gw.clone(), args.timeline_parent.clone());
+                drive(&args, s, move |w, _| {
+                    let mut c = v1::timeline_service_client::TimelineServiceClient::new(
+                        chans[w % chans.len()].clone(),
+                    )
+                    .max_decoding_message_size(64 << 20);
+                    let r = authed(
+                        &token,
+                        v1::GetTimelineRequest {
+                            parent: parent.clone(),
+                            page_size: 50,
+                            ..Default::default()
+                        },
+                    );
+                    async move {
+                        let page = c.get_timeline(r).await?.into_inner();
+                        if page.interactions.len() == 50 {
+                            Ok(())
+                        } else {
+                            Err(Status::internal(format!(
+                                "a page of {} entries, not 50",
+                                page.interactions.len()
+                            )))
+                        }
+                    }
                 })
                 .await?
             }

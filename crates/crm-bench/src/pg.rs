@@ -9,6 +9,7 @@
 //! - `pg-list` (for `list-contacts`): the very `SELECT` the gateway runs for the default
 //!   list scenario (captured from the gateway with `log_min_duration_statement = 0`), with
 //!   the same parameters bound;
+//! - `pg-timeline` (for `get-timeline`): GetTimeline's SELECT of a contact's first page;
 //! - `pg-create` (for `create-contact`): the gateway's create transaction as raw SQL: the
 //!   custom field definitions read, the contact row, its audit record, its ownership change
 //!   and its outbox event, with payloads of the same size, in one transaction.
@@ -26,6 +27,7 @@ pub const BASELINES: &[(&str, &str)] = &[
     ("pg-select", "get-contact"),
     ("pg-list", "list-contacts"),
     ("pg-create", "create-contact"),
+    ("pg-timeline", "get-timeline"),
 ];
 
 /// The baseline of a gateway scenario.
@@ -78,6 +80,8 @@ pub struct Pg {
     pub contact: String,
     /// Fraction of transactions whose latency is logged.
     pub sampling: f64,
+    /// The contact (id) of `pg-timeline`.
+    pub timeline_contact: String,
 }
 
 /// One baseline's measurements.
@@ -161,6 +165,15 @@ impl Pg {
                 a.extend(var("region", "DE"));
                 a.extend(var("tag", "vip"));
                 a.extend(var("limit", "51"));
+                a
+            }
+            "pg-timeline" => {
+                let mut a = vec![
+                    "-f".to_string(),
+                    script("timeline.sql", crate::timeline::TIMELINE_SQL)?,
+                ];
+                a.extend(var("tenant", &self.tenant));
+                a.extend(var("contact", &self.timeline_contact));
                 a
             }
             "pg-create" => {
