@@ -50,6 +50,11 @@ struct Args {
     /// Tenants the timers are spread over.
     #[arg(long, default_value_t = 10)]
     tenants: usize,
+    /// SLA timers pending beside them (kind `crm.cases.sla`, one per open case, due from two
+    /// minutes to about a month ahead), loaded by one SQL statement before the scenarios: the
+    /// queue a sweep has to look through (see `--pending` in docs/benchmarks.md).
+    #[arg(long, default_value_t = 0)]
+    pending: u64,
     /// Comma-separated scenarios: runner, bare.
     #[arg(long, default_value = "runner,bare")]
     scenarios: String,
@@ -121,6 +126,9 @@ async fn bench(args: &Args, url: &str) -> Result<(), Failure> {
         .collect();
     for t in &tenants {
         crm_core::tenant::create(&db, &SystemClock, t, t).await?;
+    }
+    if args.pending > 0 {
+        seed_pending(&db, &tenants, args.pending).await?;
     }
     let mut outcomes = Vec::new();
     for s in args.scenarios.split(',').map(str::trim) {
@@ -207,6 +215,55 @@ async fn schedule_all(db: &Db, tenants: &[String], n: usize) -> Result<(), Failu
             seq += 1;
         }
         tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// `n` pending SLA timers (see `Args::pending`), then ANALYZE; prints how long finding the
+/// ones due within a minute takes with that queue (the sweep's question, as one SELECT).
+async fn seed_pending(db: &Db, tenants: &[String], n: u64) -> Result<(), Failure> {
+    let started = Instant::now();
+    let list = tenants
+        .iter()
+        .map(|t| format!("'{}'", t.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "INSERT INTO jobs (tenant_id, id, kind, payload, dedupe_key, collection, creator_id, \
+         state, due_time, wake_time, attempts, max_attempts, error_code, last_error, \
+         lease_owner, lease_deadline, cancel_requested, result, progress, checkpoint, \
+         create_time, update_time, finish_time) \
+         SELECT (ARRAY[{list}])[1 + g % {t}], gen_random_uuid(), 'crm.cases.sla', \
+         '{{\"case\": \"' || md5(g::text)::uuid || '\", \"timer\": \"RESOLUTION_BREACH\"}}', \
+         'case/' || md5(g::text)::uuid, 'cases', NULL, 'QUEUED', \
+         now() + interval '2 minutes' + g * interval '2.5 seconds', \
+         now() + interval '2 minutes' + g * interval '2.5 seconds', \
+         0, 5, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, now(), now(), NULL \
+         FROM generate_series(1, {n}) AS g",
+        t = tenants.len()
+    );
+    db.conn.execute_unprepared(&sql).await?;
+    db.conn.execute_unprepared("ANALYZE jobs").await?;
+    eprintln!(
+        "{n} pending SLA timers loaded in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for horizon in ["1 minute", "1 hour"] {
+        let q = format!(
+            "SELECT count(*) AS n FROM jobs WHERE state IN ('QUEUED', 'RUNNING') \
+             AND wake_time <= now() + interval '{horizon}'"
+        );
+        let t = Instant::now();
+        let row = db
+            .conn
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, q))
+            .await?
+            .ok_or("no count")?;
+        let found: i64 = row.try_get("", "n")?;
+        eprintln!(
+            "due within {horizon}: {found} of {n} pending, found in {:.2} ms",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
     }
     Ok(())
 }
