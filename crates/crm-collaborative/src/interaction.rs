@@ -141,7 +141,9 @@ impl Resource for Interaction {
         FieldSpec::new("occurred_time", "occurred_time", Kind::Time).sort(),
         FieldSpec::new("duration_seconds", "duration_seconds", Kind::Int).filter(),
         FieldSpec::new("subject", "subject", Kind::Text).filter(),
-        FieldSpec::new("body", "body", Kind::Text),
+        // Bodies (up to 60,000 bytes, often personal data) stay in the record: the audit trail
+        // and events carry their size and SHA-256.
+        FieldSpec::new("body", "body", Kind::Text).bulk(),
         FieldSpec::new("body_truncated", "body_truncated", Kind::Bool),
         FieldSpec::new("participants", "participants", Kind::Json),
         FieldSpec::new("attachments", "attachments", Kind::Json),
