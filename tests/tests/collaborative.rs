@@ -1197,7 +1197,112 @@ async fn a_case_opens_from_an_interaction(backend: Backend) {
     assert_eq!(s.count("cases", "globex").await, 0);
 }
 
+async fn new_cases_go_to_the_least_loaded_skilled_agent(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let admin = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let billing = user(&s, &admin, "bella", "").await;
+    let anyone = user(&s, &admin, "arno", "").await;
+    let set = |agents: Vec<CaseAgent>| SlaPolicySet {
+        assignment: Some(CaseAssignment {
+            agents,
+            max_open: 0,
+        }),
+        ..policy_set(always_open())
+    };
+    // An unknown agent is named.
+    let st = expect_code(
+        s.cases()
+            .create_sla_policy_set(req(
+                &admin,
+                CreateSlaPolicySetRequest {
+                    policy_set: Some(set(vec![CaseAgent {
+                        user: format!("users/{}", Uuid::now_v7()),
+                        categories: vec![],
+                    }])),
+                    request_id: String::new(),
+                },
+            ))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&st),
+        vec!["policy_set.assignment.agents[0].user".to_owned()]
+    );
+    s.cases()
+        .create_sla_policy_set(req(
+            &admin,
+            CreateSlaPolicySetRequest {
+                policy_set: Some(set(vec![
+                    CaseAgent {
+                        user: billing.clone(),
+                        categories: vec!["Billing".into()],
+                    },
+                    CaseAgent {
+                        user: anyone.clone(),
+                        categories: vec![],
+                    },
+                ])),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let new = |category: &str, owner: &str| Case {
+        title: format!("{category} question"),
+        category: category.into(),
+        owner: owner.into(),
+        ..Default::default()
+    };
+    // A tie goes to the first agent; then the less loaded one; skills decide who may take it.
+    let c1 = create_case(&s, &admin, new("billing", "")).await.unwrap();
+    assert_eq!(c1.owner, billing);
+    let c2 = create_case(&s, &admin, new("billing", "")).await.unwrap();
+    assert_eq!(c2.owner, anyone);
+    let c3 = create_case(&s, &admin, new("hardware", "")).await.unwrap();
+    assert_eq!(c3.owner, anyone, "bella handles billing only");
+    let c4 = create_case(&s, &admin, new("billing", "")).await.unwrap();
+    assert_eq!(c4.owner, billing, "bella has 1 open case, arno 2");
+    assert!(
+        c4.steps
+            .iter()
+            .any(|st| st.result.contains("by the service desk's rules")),
+        "{:?}",
+        c4.steps
+    );
+    // A resolved case no longer counts; a named owner is kept.
+    transition_to(&s, &admin, &c2.name, CaseStatus::Resolved).await;
+    transition_to(&s, &admin, &c3.name, CaseStatus::Resolved).await;
+    let c5 = create_case(&s, &admin, new("billing", "")).await.unwrap();
+    assert_eq!(c5.owner, anyone);
+    let mine = create_case(&s, &admin, new("billing", &billing))
+        .await
+        .unwrap();
+    assert_eq!(mine.owner, billing);
+}
+
+async fn transition_to(s: &TestServer, t: &str, name: &str, to: CaseStatus) {
+    for step in match to {
+        CaseStatus::Resolved => vec![CaseStatus::Open, CaseStatus::Resolved],
+        other => vec![other],
+    } {
+        s.cases()
+            .transition_case(req(
+                t,
+                TransitionCaseRequest {
+                    name: name.into(),
+                    status: step as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap();
+    }
+}
+
 both!(
+    new_cases_go_to_the_least_loaded_skilled_agent,
     a_case_opens_from_an_interaction,
     unknown_senders_become_leads_by_policy,
     a_customer_emails_calls_and_gets_a_case_resolved,

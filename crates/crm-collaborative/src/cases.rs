@@ -34,6 +34,7 @@ use crm_core::service::{Ctx, Tx};
 use crm_core::validate::{self, MAX_SHORT_CHARS, Violations};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 crm_core::named_enum! {
@@ -497,6 +498,61 @@ async fn open_case(tx: &Tx<'_>, id: Uuid, data: &mut Case, now: DateTime<Utc>) -
         data.sla_clock = Some(SlaClock::start(now));
         let timers = refresh_sla(data, now)?;
         arm(tx, id, &timers).await?;
+        if data.owner.is_none()
+            && let Some(assignment) = &set.data.assignment
+        {
+            assign(tx, data, assignment, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives a new case without an owner to the least loaded eligible agent ([`choose_agent`]),
+/// counting each candidate's open cases in this transaction.
+async fn assign(
+    tx: &Tx<'_>,
+    data: &mut Case,
+    a: &CaseAssignment,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    use sea_orm::ConnectionTrait;
+    use sea_orm::sea_query::{Alias, Func, Query};
+    let candidates: Vec<Uuid> = a.agents.iter().map(|g| g.user_id).collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let mut q = Query::select();
+    q.from(Alias::new(Case::TABLE))
+        .column(Alias::new("owner_id"))
+        .expr_as(Func::count(Expr::col(Alias::new("id"))), Alias::new("n"))
+        .and_where(Expr::col(Alias::new("tenant_id")).eq(tx.ctx().tenant()))
+        .and_where(Expr::col(Alias::new("delete_time")).is_null())
+        .and_where(Expr::col(Alias::new("owner_id")).is_in(candidates))
+        .and_where(
+            Expr::col(Alias::new("status"))
+                .is_not_in([CaseState::Resolved.as_str(), CaseState::Closed.as_str()]),
+        )
+        .group_by_col(Alias::new("owner_id"));
+    let mut loads: HashMap<Uuid, u32> = HashMap::new();
+    for row in tx.conn().query_all(&q).await? {
+        let owner: Uuid = row.try_get("", "owner_id")?;
+        let n: i64 = row.try_get("", "n")?;
+        loads.insert(owner, u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    if let Some((user, load)) = choose_agent(a, &data.category, &loads) {
+        data.owner = Some(user);
+        data.steps.push(CaseStep {
+            at: now,
+            handler: None,
+            action: CaseAction::Assigned,
+            from: None,
+            to: None,
+            result: Some(format!(
+                "assigned to users/{user} by the service desk's rules ({load} open cases)"
+            )),
+            note: None,
+            visibility: StepVisibility::Internal,
+        });
     }
     Ok(())
 }
@@ -1084,6 +1140,57 @@ pub struct SlaPolicySet {
     pub sla: Option<SlaPolicyConfig>,
     /// The business-hours calendar (required).
     pub calendar: Option<CalendarConfig>,
+    /// Who takes new cases that name no owner; none: the caller (or the mailbox's owner).
+    pub assignment: Option<CaseAssignment>,
+}
+
+/// How new cases without an owner are assigned: to the least loaded agent (fewest open
+/// cases) among those whose skills cover the case's category, earlier agents first on a tie.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CaseAssignment {
+    /// The agents, in order of preference on a tie.
+    pub agents: Vec<CaseAgent>,
+    /// Open cases an agent may hold before being passed over (0: no limit). When every
+    /// eligible agent is at the limit, the case stays with its creator.
+    pub max_open: u32,
+}
+
+/// An agent who takes new cases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CaseAgent {
+    /// The user.
+    pub user_id: Uuid,
+    /// Categories the agent handles (empty: every category).
+    pub categories: Vec<String>,
+}
+
+/// Most agents an assignment lists.
+pub const MAX_AGENTS: usize = 500;
+
+/// The agent a new case of `category` goes to, given each agent's open cases (`loads`):
+/// eligible by skill and under `max_open`, the least loaded, the earlier one on a tie. None
+/// when nobody is eligible. Returns the agent and the open cases they held.
+pub fn choose_agent(
+    a: &CaseAssignment,
+    category: &str,
+    loads: &HashMap<Uuid, u32>,
+) -> Option<(Uuid, u32)> {
+    let category = category.trim().to_lowercase();
+    a.agents
+        .iter()
+        .filter(|g| {
+            g.categories.is_empty()
+                || g.categories
+                    .iter()
+                    .any(|c| c.trim().to_lowercase() == category)
+        })
+        .map(|g| (g.user_id, loads.get(&g.user_id).copied().unwrap_or(0)))
+        .filter(|(_, load)| a.max_open == 0 || *load < a.max_open)
+        .enumerate()
+        .min_by_key(|(i, (_, load))| (*load, *i))
+        .map(|(_, chosen)| chosen)
 }
 
 impl Resource for SlaPolicySet {
@@ -1095,6 +1202,7 @@ impl Resource for SlaPolicySet {
         FieldSpec::new("active", "active", Kind::Bool).filter(),
         FieldSpec::new("sla", "sla", Kind::Json),
         FieldSpec::new("calendar", "calendar", Kind::Json),
+        FieldSpec::new("assignment", "assignment", Kind::Json),
     ];
 
     fn validate(&mut self) -> Result<()> {
@@ -1131,30 +1239,61 @@ impl Resource for SlaPolicySet {
                 }
             }
         }
+        if let Some(a) = &mut self.assignment {
+            if a.agents.len() > MAX_AGENTS {
+                v.add("assignment.agents", format!("at most {MAX_AGENTS} agents"));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (i, g) in a.agents.iter_mut().enumerate() {
+                if g.user_id.is_nil() {
+                    v.add(format!("assignment.agents[{i}].user_id"), "is required");
+                } else if !seen.insert(g.user_id) {
+                    v.add(format!("assignment.agents[{i}].user_id"), "is listed twice");
+                }
+                if g.categories.len() > 100 {
+                    v.add(format!("assignment.agents[{i}].categories"), "at most 100");
+                }
+                for c in &mut g.categories {
+                    *c = c.trim().to_lowercase();
+                }
+            }
+        }
         v.into_result()
     }
 
     fn nested_refs(&self) -> Vec<(String, &'static str, Uuid)> {
-        let Some(c) = &self.sla else {
-            return Vec::new();
-        };
-        c.policies
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match p.escalation {
-                EscalationTarget::User { user_id } => Some((
-                    format!("sla.policies[{i}].escalation.user_id"),
+        let agents = self.assignment.iter().flat_map(|a| {
+            a.agents.iter().enumerate().map(|(i, g)| {
+                (
+                    format!("assignment.agents[{i}].user_id"),
                     "users",
-                    user_id,
-                )),
-                EscalationTarget::Team { team_id } => Some((
-                    format!("sla.policies[{i}].escalation.team_id"),
-                    "teams",
-                    team_id,
-                )),
-                EscalationTarget::AssigneeManager => None,
+                    g.user_id,
+                )
             })
-            .collect()
+        });
+        let Some(c) = &self.sla else {
+            return agents.collect();
+        };
+        let mut refs: Vec<(String, &'static str, Uuid)> = agents.collect();
+        refs.extend(
+            c.policies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| match p.escalation {
+                    EscalationTarget::User { user_id } => Some((
+                        format!("sla.policies[{i}].escalation.user_id"),
+                        "users",
+                        user_id,
+                    )),
+                    EscalationTarget::Team { team_id } => Some((
+                        format!("sla.policies[{i}].escalation.team_id"),
+                        "teams",
+                        team_id,
+                    )),
+                    EscalationTarget::AssigneeManager => None,
+                }),
+        );
+        refs
     }
 
     fn before_write<'a>(
@@ -1210,6 +1349,12 @@ pub const SOURCE_SCHEMA: SchemaChange = SchemaChange::new(
         "ALTER TABLE cases ADD COLUMN channel TEXT NOT NULL DEFAULT ''",
         "CREATE INDEX cases_source_interaction ON cases (tenant_id, source_interaction_id)",
     ],
+);
+
+/// Case assignment rules of SLA policy sets.
+pub const ASSIGNMENT_SCHEMA: SchemaChange = SchemaChange::new(
+    "m20261205_100004_sla_policy_set_assignment",
+    &["ALTER TABLE sla_policy_sets ADD COLUMN assignment TEXT NOT NULL DEFAULT 'null'"],
 );
 
 /// The cases and SLA policy sets tables.
@@ -1363,5 +1508,66 @@ mod tests {
         };
         let e = s.validate().unwrap_err();
         assert_eq!(e.violations[0].field, "calendar.weekly_hours");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod assignment_tests {
+    use super::*;
+
+    fn agent(n: u128, categories: &[&str]) -> CaseAgent {
+        CaseAgent {
+            user_id: Uuid::from_u128(n),
+            categories: categories.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_least_loaded_skilled_agent_takes_the_case() {
+        let a = CaseAssignment {
+            agents: vec![
+                agent(1, &["billing"]),
+                agent(2, &[]),
+                agent(3, &["hardware", "billing"]),
+            ],
+            max_open: 0,
+        };
+        let none = HashMap::new();
+        // A tie goes to the earlier agent.
+        assert_eq!(
+            choose_agent(&a, "billing", &none),
+            Some((Uuid::from_u128(1), 0))
+        );
+        // Skills: agent 1 does not take hardware.
+        assert_eq!(
+            choose_agent(&a, "Hardware", &none),
+            Some((Uuid::from_u128(2), 0))
+        );
+        let loads: HashMap<Uuid, u32> = [
+            (Uuid::from_u128(1), 4),
+            (Uuid::from_u128(2), 2),
+            (Uuid::from_u128(3), 1),
+        ]
+        .into();
+        assert_eq!(
+            choose_agent(&a, "billing", &loads),
+            Some((Uuid::from_u128(3), 1))
+        );
+        assert_eq!(
+            choose_agent(&a, "other", &loads),
+            Some((Uuid::from_u128(2), 2))
+        );
+        // The limit passes full agents over; nobody eligible: None.
+        let capped = CaseAssignment {
+            max_open: 2,
+            ..a.clone()
+        };
+        assert_eq!(choose_agent(&capped, "other", &loads), None);
+        assert_eq!(
+            choose_agent(&capped, "billing", &loads),
+            Some((Uuid::from_u128(3), 1))
+        );
+        assert_eq!(choose_agent(&CaseAssignment::default(), "x", &none), None);
     }
 }

@@ -48,6 +48,7 @@ pub fn register(r: &mut crm_core::registry::RegistryBuilder) {
     r.schema(interaction::SCHEMA);
     r.schema(cases::SCHEMA);
     r.schema(cases::SOURCE_SCHEMA);
+    r.schema(cases::ASSIGNMENT_SCHEMA);
     r.schema(mailbox::SCHEMA);
 }
 

@@ -8,7 +8,9 @@ use crm_api::v1 as pb;
 use crm_api::v1::case_service_server::CaseService;
 use crm_collaborative::calendar::{CalendarConfig, ExtraWorkingHours, Weekday, WeeklyHours};
 use crm_collaborative::case::{CaseAction, CaseStatus, CaseStep, CustomerCaseView, StepVisibility};
-use crm_collaborative::cases::{self, Case, CasePriority, SlaPolicySet, SlaState};
+use crm_collaborative::cases::{
+    self, Case, CaseAgent, CaseAssignment, CasePriority, SlaPolicySet, SlaState,
+};
 use crm_collaborative::sla::{
     EscalationTarget, Priority, SlaPolicy, SlaPolicyConfig, SlaRule, WarningThreshold,
 };
@@ -408,6 +410,30 @@ impl Wire<SlaPolicySet> for pb::SlaPolicySet {
                 default_policy: self.default_policy,
             }),
             calendar: self.calendar.map(calendar_in).transpose()?,
+            assignment: self
+                .assignment
+                .map(|a| {
+                    Ok::<_, Error>(CaseAssignment {
+                        agents: a
+                            .agents
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, g)| {
+                                Ok(CaseAgent {
+                                    user_id: reference(
+                                        &format!("assignment.agents[{i}].user"),
+                                        "users",
+                                        &g.user,
+                                    )?
+                                    .unwrap_or_default(),
+                                    categories: g.categories,
+                                })
+                            })
+                            .collect::<Result<Vec<_>>>()?,
+                        max_open: a.max_open,
+                    })
+                })
+                .transpose()?,
         })
     }
 
@@ -437,6 +463,17 @@ impl Wire<SlaPolicySet> for pb::SlaPolicySet {
             rules,
             default_policy,
             calendar: d.calendar.map(calendar_out),
+            assignment: d.assignment.map(|a| pb::CaseAssignment {
+                agents: a
+                    .agents
+                    .into_iter()
+                    .map(|g| pb::CaseAgent {
+                        user: name("users", Some(g.user_id)),
+                        categories: g.categories,
+                    })
+                    .collect(),
+                max_open: a.max_open,
+            }),
             create_time: Some(ts(r.meta.create_time)),
             update_time: Some(ts(r.meta.update_time)),
             etag: r.meta.etag(),
@@ -463,6 +500,8 @@ fn wire_paths(mut e: Error) -> Error {
                 .replace(".escalation.team_id", ".escalation.team");
         } else if v.field == "sla" {
             v.field = "policies".to_owned();
+        } else if v.field.starts_with("assignment.agents") {
+            v.field = v.field.replace(".user_id", ".user");
         }
     }
     e
