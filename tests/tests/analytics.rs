@@ -2158,7 +2158,70 @@ async fn funnel_and_cohort_reports(backend: Backend) {
     );
 }
 
+async fn the_demo_manager_builds_segments_and_the_rep_does_not(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    for r in crm_gateway::demo::roles() {
+        s.admin_ctx("acme").create(r, "").await.unwrap();
+    }
+    let manager = s.token("acme", Uuid::now_v7(), &["manager"]);
+    let rep = s.token("acme", Uuid::now_v7(), &["rep"]);
+    let segment = |t: &str| {
+        req(
+            t,
+            CreateSegmentRequest {
+                segment: Some(Segment {
+                    display_name: "Germany".into(),
+                    rule: "region = \"DE\"".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            },
+        )
+    };
+    let created = s
+        .analytics()
+        .create_segment(segment(&manager))
+        .await
+        .unwrap()
+        .into_inner();
+    let op = s
+        .analytics()
+        .refresh_segment(req(
+            &manager,
+            RefreshSegmentRequest {
+                name: created.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = s.wait_operation(&manager, &op.name).await;
+    assert!(
+        matches!(
+            done.result,
+            Some(crm_api::google::longrunning::operation::Result::Response(_))
+        ),
+        "{done:?}"
+    );
+    s.analytics()
+        .list_lifecycle_models(req(&manager, ListLifecycleModelsRequest::default()))
+        .await
+        .unwrap();
+    expect_code(
+        s.analytics().create_segment(segment(&rep)).await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        s.analytics()
+            .list_segments(req(&rep, ListSegmentsRequest::default()))
+            .await,
+        Code::PermissionDenied,
+    );
+}
+
 both!(
+    the_demo_manager_builds_segments_and_the_rep_does_not,
     a_cancelled_run_is_never_read,
     rfm_runs_are_operations_with_hand_checked_results,
     configs_are_validated_and_used_by_runs,

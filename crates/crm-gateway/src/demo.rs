@@ -244,6 +244,10 @@ pub fn roles() -> Vec<model::Role> {
                 rights("assignmentRuleSets", &[Read], Scope::All),
                 rights("leadGradingPolicies", &[Read], Scope::All),
                 rights("leadDuplicatePolicies", &[Read], Scope::All),
+                rights("leadCapturePolicies", &[Read], Scope::All),
+                // Customer lifecycle and the segments campaigns are sent to.
+                rights("lifecycleModels", &[Read], Scope::All),
+                rights("segments", &rw, Scope::All),
                 rights("recordMerges", &[Read, Create, Update], Scope::All),
                 rights("duplicatePairs", &[Read, Create], Scope::All),
                 // Imports of leads, contacts and accounts, and the files they read.
