@@ -681,8 +681,80 @@ async fn a_support_mailbox_opens_cases(backend: Backend) {
     assert!(timeline.iter().all(|i| !i.case.is_empty()), "{timeline:?}");
 }
 
+async fn tls_is_verified_with_a_private_ca(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let admin = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let tls_port: u16 = std::env::var("CRM_TEST_IMAPS_PORT")
+        .expect("CRM_TEST_IMAPS_PORT (scripts/test serves IMAPS)")
+        .parse()
+        .unwrap();
+    let ca = std::fs::read_to_string(std::env::var("CRM_TEST_IMAP_CA").expect("CRM_TEST_IMAP_CA"))
+        .unwrap();
+    let user = format!("support-{}", Uuid::now_v7().simple());
+    append(&user, "INBOX", &[message(1, "li.lei@example.com")]).await;
+    let tls = MailboxAccount {
+        host: "localhost".into(),
+        port: tls_port.into(),
+        security: MailboxSecurity::Tls as i32,
+        ..account(&user, "")
+    };
+    // The server's certificate is from a CA the Web PKI does not know: refused.
+    let acc = create(&s, &admin, tls.clone()).await.unwrap();
+    let (code, message) = poll(&s, &admin, &acc.name).await.unwrap_err();
+    assert_eq!(code, Code::FailedPrecondition as i32);
+    assert!(message.contains("TLS"), "{message}");
+    // Trusting the private CA: the message comes in over TLS.
+    let a = get(&s, &admin, &acc.name).await;
+    s.mailboxes()
+        .update_mailbox_account(req(
+            &admin,
+            UpdateMailboxAccountRequest {
+                account: Some(MailboxAccount {
+                    tls_ca_certificates: ca.clone(),
+                    ..a
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["tls_ca_certificates".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+    // (The change itself polls at once; this poll runs after it.)
+    let r = poll(&s, &admin, &acc.name).await.unwrap();
+    assert_eq!(r["last_uid"], 1.0, "{r}");
+    let a = get(&s, &admin, &acc.name).await;
+    assert_eq!((a.last_error.as_str(), a.messages_ingested), ("", 1));
+    assert_eq!(interactions(&s, "acme").await, 1);
+    // Not PEM, or a CA for a plain-text account: named.
+    for (bad, security) in [
+        ("not a certificate".to_owned(), MailboxSecurity::Tls),
+        (ca, MailboxSecurity::Plain),
+    ] {
+        let st = expect_code(
+            create(
+                &s,
+                &admin,
+                MailboxAccount {
+                    tls_ca_certificates: bad,
+                    security: security as i32,
+                    ..tls.clone()
+                },
+            )
+            .await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(
+            violated_fields(&st),
+            vec!["account.tls_ca_certificates".to_owned()]
+        );
+    }
+}
+
 both!(
     a_mailbox_is_polled_exactly_once,
     bad_accounts_and_failed_polls_are_clear,
     a_support_mailbox_opens_cases,
+    tls_is_verified_with_a_private_ca,
 );

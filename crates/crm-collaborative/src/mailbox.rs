@@ -86,6 +86,9 @@ pub struct MailboxAccount {
     pub port: i64,
     /// Connection security.
     pub security: Security,
+    /// Extra trust anchors for `TLS` (PEM certificates of a private CA), beside the Web PKI
+    /// roots; empty: the Web PKI roots only.
+    pub tls_ca_certificates: String,
     /// The login name.
     pub username: String,
     /// The password: plain text as written by a caller, sealed text once stored (the write
@@ -133,6 +136,7 @@ const CONNECTION_FIELDS: &[&str] = &[
     "host",
     "port",
     "security",
+    "tls_ca_certificates",
     "username",
     "password",
     "folder",
@@ -167,6 +171,7 @@ impl MailboxAccount {
             "host" => self.host != old.host,
             "port" => self.port != old.port,
             "security" => self.security != old.security,
+            "tls_ca_certificates" => self.tls_ca_certificates != old.tls_ca_certificates,
             "username" => self.username != old.username,
             "password" => self.password != old.password,
             "folder" => self.folder != old.folder,
@@ -174,6 +179,26 @@ impl MailboxAccount {
             _ => self.poll_interval_seconds != old.poll_interval_seconds,
         })
     }
+}
+
+/// The certificates of a PEM bundle (at least one, each a valid trust anchor).
+fn extra_roots(
+    pem: &str,
+) -> std::result::Result<Vec<tokio_rustls::rustls::pki_types::TrustAnchor<'static>>, String> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut out = Vec::new();
+    for (i, cert) in CertificateDer::pem_slice_iter(pem.as_bytes()).enumerate() {
+        let cert = cert.map_err(|e| format!("certificate {}: {e}", i + 1))?;
+        let anchor = webpki::anchor_from_trusted_cert(&cert)
+            .map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", i + 1))?
+            .to_owned();
+        out.push(anchor);
+    }
+    if out.is_empty() {
+        return Err("holds no PEM certificate".to_owned());
+    }
+    Ok(out)
 }
 
 /// True for text an IMAP quoted string can carry safely (no controls, quotes or backslashes).
@@ -190,6 +215,7 @@ impl Resource for MailboxAccount {
         FieldSpec::new("host", "host", Kind::Text).filter(),
         FieldSpec::new("port", "port", Kind::Int),
         FieldSpec::new("security", "security", Kind::Enum(Security::NAMES)).filter(),
+        FieldSpec::new("tls_ca_certificates", "tls_ca_certificates", Kind::Text),
         FieldSpec::new("username", "username", Kind::Text).filter(),
         FieldSpec::new("password", "password_sealed", Kind::Text).bulk(),
         FieldSpec::new("folder", "folder", Kind::Text),
@@ -230,6 +256,15 @@ impl Resource for MailboxAccount {
         }
         if !(0..=65_535).contains(&self.port) {
             v.add("port", "must be 1-65535 (or 0 for the default of security)");
+        }
+        if !self.tls_ca_certificates.trim().is_empty() {
+            if self.security != Security::Tls {
+                v.add("tls_ca_certificates", "is only used with security TLS");
+            } else if self.tls_ca_certificates.len() > 64 * 1024 {
+                v.add("tls_ca_certificates", "at most 64 KiB of PEM");
+            } else if let Err(e) = extra_roots(&self.tls_ca_certificates) {
+                v.add("tls_ca_certificates", e);
+            }
         }
         let user = self.username.trim();
         if user.is_empty() {
@@ -330,7 +365,7 @@ pub const SCHEMA: SchemaChange = SchemaChange::new(
         crm_core::resource_table!(
             "mailbox_accounts",
             "display_name TEXT NOT NULL, host TEXT NOT NULL, port BIGINT NOT NULL, \
-             security TEXT NOT NULL, username TEXT NOT NULL, password_sealed TEXT NOT NULL, \
+             security TEXT NOT NULL, tls_ca_certificates TEXT NOT NULL, username TEXT NOT NULL, password_sealed TEXT NOT NULL, \
              folder TEXT NOT NULL, poll_interval_seconds BIGINT NOT NULL, \
              enabled BOOLEAN NOT NULL, owner_id UUID NULL, open_cases BOOLEAN NOT NULL, \
              case_category TEXT NOT NULL, uid_validity BIGINT NOT NULL, \
@@ -599,9 +634,15 @@ async fn connect(account: &MailboxAccount) -> Result<Box<dyn Conn>> {
         Security::Plain => Ok(Box::new(tcp)),
         Security::Tls => {
             use tokio_rustls::rustls;
-            let roots = rustls::RootCertStore {
+            let mut roots = rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
+            if !account.tls_ca_certificates.trim().is_empty() {
+                roots.roots.extend(
+                    extra_roots(&account.tls_ca_certificates)
+                        .map_err(|e| imap_error("TLS", format!("tls_ca_certificates: {e}")))?,
+                );
+            }
             let config = rustls::ClientConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))

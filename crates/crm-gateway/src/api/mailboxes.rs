@@ -37,6 +37,7 @@ impl Wire<MailboxAccount> for pb::MailboxAccount {
             host: self.host,
             port: i64::from(self.port),
             security: security_in(self.security)?,
+            tls_ca_certificates: self.tls_ca_certificates,
             username: self.username,
             password: self.password,
             folder: self.folder,
@@ -57,6 +58,7 @@ impl Wire<MailboxAccount> for pb::MailboxAccount {
             host: d.host,
             port: i32::try_from(d.port).unwrap_or(0),
             security: security_out(d.security),
+            tls_ca_certificates: d.tls_ca_certificates,
             username: d.username,
             // Never returned, not even sealed.
             password: String::new(),
