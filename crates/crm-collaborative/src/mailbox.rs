@@ -131,19 +131,6 @@ pub const OUTPUT_ONLY: &[&str] = &[
     "last_success_time",
 ];
 
-/// Fields whose change re-arms the poll at once.
-const CONNECTION_FIELDS: &[&str] = &[
-    "host",
-    "port",
-    "security",
-    "tls_ca_certificates",
-    "username",
-    "password",
-    "folder",
-    "enabled",
-    "poll_interval_seconds",
-];
-
 impl MailboxAccount {
     /// The port connected to.
     pub fn effective_port(&self) -> u16 {
@@ -166,18 +153,18 @@ impl MailboxAccount {
         chrono::Duration::seconds(s.clamp(MIN_POLL_SECONDS, MAX_POLL_SECONDS))
     }
 
+    /// Whether a field that re-arms the poll at once changed (server, login, folder,
+    /// interval, enabled); the poller's own fields do not.
     fn connection_changed(&self, old: &MailboxAccount) -> bool {
-        CONNECTION_FIELDS.iter().any(|f| match *f {
-            "host" => self.host != old.host,
-            "port" => self.port != old.port,
-            "security" => self.security != old.security,
-            "tls_ca_certificates" => self.tls_ca_certificates != old.tls_ca_certificates,
-            "username" => self.username != old.username,
-            "password" => self.password != old.password,
-            "folder" => self.folder != old.folder,
-            "enabled" => self.enabled != old.enabled,
-            _ => self.poll_interval_seconds != old.poll_interval_seconds,
-        })
+        self.host != old.host
+            || self.port != old.port
+            || self.security != old.security
+            || self.tls_ca_certificates != old.tls_ca_certificates
+            || self.username != old.username
+            || self.password != old.password
+            || self.folder != old.folder
+            || self.enabled != old.enabled
+            || self.poll_interval_seconds != old.poll_interval_seconds
     }
 }
 
@@ -507,12 +494,7 @@ pub async fn poll_job(job: JobContext) -> Result<JobOutcome> {
     loop {
         attempt += 1;
         let tx = ctx.begin().await?;
-        let Some(cur) = tx
-            .find::<MailboxAccount>(Condition::all().add(Expr::col("id").eq(p.account)), 1)
-            .await?
-            .into_iter()
-            .next()
-        else {
+        let Some(cur) = stored(&tx, p.account).await? else {
             return Ok(JobOutcome::done());
         };
         let mut patch = MailboxAccount::default();
@@ -549,8 +531,7 @@ pub async fn poll_job(job: JobContext) -> Result<JobOutcome> {
             // A poll asked for meanwhile (or an edit's) stays as it is: it is due already.
             arm(&tx, cur.meta.id, due, None, OnDuplicate::Keep).await?;
         }
-        tx.lock_counter(&turn_key(p.account)).await?;
-        tx.set_counter(&turn_key(p.account), 0).await?;
+        hold_turn(&tx, p.account, 0).await?;
         tx.commit().await?;
         break;
     }
@@ -571,15 +552,25 @@ fn turn_key(id: Uuid) -> String {
     format!("mailbox-poll/{id}")
 }
 
-/// The stored account, as the system.
-async fn find_account(ctx: &Ctx, id: Uuid) -> Result<Option<Record<MailboxAccount>>> {
-    Ok(ctx
-        .begin()
-        .await?
+/// The stored account, read as the system in `tx`.
+async fn stored(tx: &Tx<'_>, id: Uuid) -> Result<Option<Record<MailboxAccount>>> {
+    Ok(tx
         .find::<MailboxAccount>(Condition::all().add(Expr::col("id").eq(id)), 1)
         .await?
         .into_iter()
         .next())
+}
+
+/// The stored account, as the system.
+async fn find_account(ctx: &Ctx, id: Uuid) -> Result<Option<Record<MailboxAccount>>> {
+    stored(&ctx.begin().await?, id).await
+}
+
+/// Sets the account's turn to `until` (Unix milliseconds; 0 frees it) in `tx`.
+async fn hold_turn(tx: &Tx<'_>, id: Uuid, until: i64) -> Result<()> {
+    let key = turn_key(id);
+    tx.lock_counter(&key).await?;
+    tx.set_counter(&key, until).await
 }
 
 /// Takes the account's turn (a tenant counter holding the deadline of the run that has it,
@@ -884,15 +875,8 @@ async fn try_save_position(
 ) -> Result<()> {
     let tx = ctx.begin().await?;
     // The run still holds the turn: renew it.
-    tx.lock_counter(&turn_key(id)).await?;
-    tx.set_counter(&turn_key(id), ctx.clock.now().timestamp_millis() + TURN_MS)
-        .await?;
-    let Some(cur) = tx
-        .find::<MailboxAccount>(Condition::all().add(Expr::col("id").eq(id)), 1)
-        .await?
-        .into_iter()
-        .next()
-    else {
+    hold_turn(&tx, id, ctx.clock.now().timestamp_millis() + TURN_MS).await?;
+    let Some(cur) = stored(&tx, id).await? else {
         return Ok(());
     };
     if cur.data.uid_validity == validity && cur.data.last_uid == last_uid && created == 0 {
