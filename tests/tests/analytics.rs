@@ -276,6 +276,26 @@ async fn all_results(s: &TestServer, token: &str, run: &str, segment: &str) -> V
 }
 
 /// (contact, currency) -> (orders, purchases, net) by an independent SQL query.
+/// Rows of the journal table `table` (audit records, events) about `collection`.
+async fn journal_rows(s: &TestServer, table: &str, collection: &str) -> i64 {
+    let backend = s.db.backend();
+    let p = match backend {
+        sea_orm::DbBackend::Postgres => "$1",
+        _ => "?",
+    };
+    let row =
+        s.db.conn
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                format!("SELECT COUNT(*) AS n FROM {table} WHERE collection = {p}"),
+                [collection.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
 async fn sql_measures(s: &TestServer, tenant: &str) -> BTreeMap<(Uuid, String), (i64, i64, i64)> {
     let backend = s.db.backend();
     let (p1, p2, p3) = match backend {
@@ -349,6 +369,12 @@ async fn rfm_runs_are_operations_with_hand_checked_results(backend: Backend) {
     assert_eq!(stats.orders_in_period, 7);
     assert_eq!(stats.future_dated_orders, 1);
     assert_eq!(stats.orders_without_contact, 1);
+    // Results are derived records: audited and evented as their run (created, then
+    // succeeded), not one by one.
+    assert_eq!(journal_rows(&s, "audit_records", "rfmResults").await, 0);
+    assert_eq!(journal_rows(&s, "outbox_events", "rfmResults").await, 0);
+    assert_eq!(journal_rows(&s, "audit_records", "rfmRuns").await, 2);
+    assert_eq!(journal_rows(&s, "outbox_events", "rfmRuns").await, 2);
 
     // Every contact has one result; the latest run is the default.
     let results = all_results(&s, &t, "", "").await;

@@ -130,6 +130,85 @@ async fn composed_writes_roll_back_together(backend: Backend) {
     ctx.create(account("Next"), "").await.unwrap();
 }
 
+/// A bulk create checks every record as a create does, names the bad one, writes nothing on
+/// an error, and leaves one audit record and one event per record, as one-by-one creates do.
+async fn bulk_creates_check_each_record_and_journal_each(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("t").await;
+    let ctx = admin(&s);
+    let before = counts(&s).await;
+    // More rows than one INSERT statement carries (the parameter limit).
+    let n = 2500;
+    let items: Vec<(Uuid, Contact)> = (0..n)
+        .map(|i| (Uuid::now_v7(), contact(&format!("Bulk {i}"))))
+        .collect();
+    let ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ctx.create_many(items).await.unwrap(), n);
+    let after = counts(&s).await;
+    assert_eq!(after[1] - before[1], i64::try_from(n).unwrap());
+    assert_eq!(after[3] - before[3], i64::try_from(n).unwrap());
+    assert_eq!(after[4] - before[4], i64::try_from(n).unwrap());
+    // Each is what a create makes: derived fields, the caller as owner.
+    let one = ctx.get::<Contact>(ids[1234]).await.unwrap();
+    assert_eq!(one.data.display_name, "Bulk 1234");
+    assert_eq!(one.data.owner, Some(ctx.principal.user));
+
+    // A bad record anywhere: named, and none of the call is written.
+    let a = ctx.create(account("Acme"), "").await.unwrap();
+    let before = counts(&s).await;
+    let missing = Uuid::now_v7();
+    let positions: Vec<(Uuid, Position)> = [a.meta.id, missing, a.meta.id]
+        .into_iter()
+        .map(|acc| {
+            (
+                Uuid::now_v7(),
+                Position {
+                    contact: Some(ids[0]),
+                    account: Some(acc),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let e = ctx.create_many(positions).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert_eq!(e.violations[0].field, "items[1].account", "{e:?}");
+    assert!(e.violations[0].description.contains(&missing.to_string()));
+    let invalid = vec![
+        (Uuid::now_v7(), contact("Fine")),
+        (Uuid::now_v7(), Contact::default()),
+    ];
+    let e = ctx.create_many(invalid).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(
+        e.violations
+            .iter()
+            .all(|v| v.field.starts_with("items[1].")),
+        "{e:?}"
+    );
+    assert_eq!(counts(&s).await, before);
+
+    // Hooks run for each record, inside the transaction.
+    let tx = ctx.begin().await.unwrap();
+    tx.create_many(vec![
+        (Uuid::now_v7(), FiledContact(contact("Hooked"))),
+        (Uuid::now_v7(), FiledContact(contact("Twice"))),
+    ])
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let after = counts(&s).await;
+    // Two contacts, two accounts and two positions made by the hooks.
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [2, 2, 2]
+    );
+}
+
 /// A contact that, written through [`Tx`], also files itself under an account: its hooks
 /// run inside the transaction, with the handle.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -443,6 +522,7 @@ async fn record_keys_and_counters(backend: Backend) {
 
 both!(
     record_keys_and_counters,
+    bulk_creates_check_each_record_and_journal_each,
     composed_writes_commit_together,
     composed_writes_roll_back_together,
     hooks_run_inside_the_transaction,

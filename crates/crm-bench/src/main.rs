@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 mod echo {
     tonic::include_proto!("crmbench.echo");
 }
+mod analytics;
 mod import;
 mod leads;
 mod pg;
@@ -40,6 +41,12 @@ enum Cmd {
     /// Load interactions for the `get-timeline` scenario straight into the gateway's
     /// PostgreSQL database (see timeline.rs).
     SeedTimeline(Box<timeline::SeedArgs>),
+    /// Load contacts and orders for `analytics` straight into the gateway's PostgreSQL
+    /// database (see analytics.rs).
+    SeedOrders(Box<analytics::SeedArgs>),
+    /// Time an RFM run, a lifecycle evaluation and a segment refresh through the gateway,
+    /// and the same RFM aggregation in DuckDB (see analytics.rs).
+    Analytics(Box<analytics::RunArgs>),
     /// Serve the bare echo baseline (used by `run` as a child process).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:50099")]
@@ -69,6 +76,7 @@ struct RunArgs {
     /// `seed-timeline`), create-lead (duplicate check against the tenant's leads, contacts and accounts,
     /// grading and routing by its active policies, in one write; users, a grading policy
     /// and a rule set are made first when the tenant has none, see leads.rs), and the
+    /// sales-report (a year by month and region, see `seed-orders`), and the
     /// raw-database baselines pg-select, pg-get, pg-list, pg-create (see `--pg-url`).
     #[arg(long, default_value = "echo,get-contact,list-contacts,create-contact")]
     scenarios: String,
@@ -143,6 +151,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Run(args) => run(*args).await,
         Cmd::Import(args) => import::run(*args).await,
         Cmd::SeedTimeline(args) => timeline::seed(*args).await,
+        Cmd::SeedOrders(args) => analytics::seed(*args).await,
+        Cmd::Analytics(args) => analytics::run(*args).await,
     }
 }
 
@@ -611,6 +621,51 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                                 "a page of {} entries, not 50",
                                 page.interactions.len()
                             )))
+                        }
+                    }
+                })
+                .await?
+            }
+            "sales-report" => {
+                // A year to the start of this month, by month and region (the report a
+                // sales dashboard opens with), over the tenant's orders (see seed-orders).
+                let now = chrono::Utc::now();
+                let end = chrono::NaiveDate::from_ymd_opt(
+                    chrono::Datelike::year(&now),
+                    chrono::Datelike::month(&now),
+                    1,
+                )
+                .ok_or("no first of the month")?
+                .and_hms_opt(0, 0, 0)
+                .ok_or("no midnight")?
+                .and_utc();
+                let start = end - chrono::Duration::days(365);
+                let ts = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+                    seconds: t.timestamp(),
+                    nanos: 0,
+                };
+                let (start, end) = (ts(start), ts(end));
+                let chans = gw.clone();
+                drive(&args, s, move |w, _| {
+                    let mut c = v1::analytics_service_client::AnalyticsServiceClient::new(
+                        chans[w % chans.len()].clone(),
+                    );
+                    let r = authed(
+                        &token,
+                        v1::SalesReportRequest {
+                            start_time: Some(start),
+                            end_time: Some(end),
+                            granularity: v1::ReportGranularity::Month as i32,
+                            dimension: v1::SalesDimension::Region as i32,
+                            ..Default::default()
+                        },
+                    );
+                    async move {
+                        let report = c.sales_report(r).await?.into_inner();
+                        if report.cells.is_empty() {
+                            Err(Status::internal("a report without cells"))
+                        } else {
+                            Ok(())
                         }
                     }
                 })

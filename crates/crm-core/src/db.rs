@@ -197,6 +197,32 @@ impl Db {
         Ok(WriteTxn { txn, _turn: turn })
     }
 
+    /// Begins a read-only transaction for a job's long read, such as an aggregation over all
+    /// of a tenant's orders: on PostgreSQL one consistent snapshot (REPEATABLE READ) whose
+    /// statements may each run for up to `limit` instead of the pool's statement timeout;
+    /// on SQLite a plain transaction (a reader, which never blocks the writer). Stream its
+    /// rows ([`sea_orm::StreamTrait`]) rather than collecting them, and drop it when done.
+    pub async fn begin_long_read(&self, limit: Duration) -> Result<DatabaseTransaction> {
+        match self.backend() {
+            DbBackend::Postgres => {
+                let txn = self
+                    .conn
+                    .begin_with_config(
+                        Some(sea_orm::IsolationLevel::RepeatableRead),
+                        Some(sea_orm::AccessMode::ReadOnly),
+                    )
+                    .await?;
+                txn.execute_unprepared(&format!(
+                    "SET LOCAL statement_timeout = {}",
+                    limit.as_millis().max(1)
+                ))
+                .await?;
+                Ok(txn)
+            }
+            _ => Ok(self.conn.begin().await?),
+        }
+    }
+
     /// Checks the database answers within the statement timeout.
     pub async fn ping(&self) -> Result<()> {
         self.ping_within(self.timeout).await

@@ -127,36 +127,62 @@ pub fn bulk_digest(v: &Json) -> Json {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn write_audit<C: ConnectionTrait>(
-    conn: &C,
-    tenant: &str,
-    collection: &str,
-    resource_id: Uuid,
-    action: AuditAction,
-    actor: Uuid,
-    time: DateTime<Utc>,
-    changes: &[FieldChange],
-    request_id: &str,
-) -> Result<()> {
-    let changes = serde_json::to_string(changes).map_err(|e| Error::internal(e.to_string()))?;
-    let mut q = Query::insert();
-    q.into_table(col("audit_records"))
-        .columns(
-            [
-                "tenant_id",
-                "id",
-                "collection",
-                "resource_id",
-                "action",
-                "actor_id",
-                "time",
-                "changes",
-                "request_id",
-            ]
-            .map(col),
-        )
-        .values([
+/// What writes leave behind, gathered so that a bulk write inserts them many rows per
+/// statement: audit records, ownership changes and outbox events.
+#[derive(Default)]
+pub(crate) struct Entries {
+    audit: Vec<Vec<Expr>>,
+    ownership: Vec<Vec<Expr>>,
+    events: Vec<Vec<Expr>>,
+}
+
+const AUDIT_COLUMNS: [&str; 9] = [
+    "tenant_id",
+    "id",
+    "collection",
+    "resource_id",
+    "action",
+    "actor_id",
+    "time",
+    "changes",
+    "request_id",
+];
+const OWNERSHIP_COLUMNS: [&str; 8] = [
+    "tenant_id",
+    "id",
+    "collection",
+    "resource_id",
+    "previous_owner_id",
+    "new_owner_id",
+    "actor_id",
+    "time",
+];
+const EVENT_COLUMNS: [&str; 8] = [
+    "tenant_id",
+    "id",
+    "subject",
+    "collection",
+    "resource_id",
+    "event_type",
+    "payload",
+    "time",
+];
+
+impl Entries {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn audit(
+        &mut self,
+        tenant: &str,
+        collection: &str,
+        resource_id: Uuid,
+        action: AuditAction,
+        actor: Uuid,
+        time: DateTime<Utc>,
+        changes: &[FieldChange],
+        request_id: &str,
+    ) -> Result<()> {
+        let changes = serde_json::to_string(changes).map_err(|e| Error::internal(e.to_string()))?;
+        self.audit.push(vec![
             Expr::val(tenant),
             Expr::val(new_id()),
             Expr::val(collection),
@@ -166,39 +192,22 @@ pub(crate) async fn write_audit<C: ConnectionTrait>(
             Expr::val(time),
             Expr::val(changes),
             Expr::val(request_id),
-        ])
-        .map_err(|e| Error::internal(e.to_string()))?;
-    conn.execute(&q).await?;
-    Ok(())
-}
+        ]);
+        Ok(())
+    }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn write_ownership<C: ConnectionTrait>(
-    conn: &C,
-    tenant: &str,
-    collection: &str,
-    resource_id: Uuid,
-    previous: Option<Uuid>,
-    new: Option<Uuid>,
-    actor: Uuid,
-    time: DateTime<Utc>,
-) -> Result<()> {
-    let mut q = Query::insert();
-    q.into_table(col("ownership_changes"))
-        .columns(
-            [
-                "tenant_id",
-                "id",
-                "collection",
-                "resource_id",
-                "previous_owner_id",
-                "new_owner_id",
-                "actor_id",
-                "time",
-            ]
-            .map(col),
-        )
-        .values([
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn ownership(
+        &mut self,
+        tenant: &str,
+        collection: &str,
+        resource_id: Uuid,
+        previous: Option<Uuid>,
+        new: Option<Uuid>,
+        actor: Uuid,
+        time: DateTime<Utc>,
+    ) {
+        self.ownership.push(vec![
             Expr::val(tenant),
             Expr::val(new_id()),
             Expr::val(collection),
@@ -207,40 +216,21 @@ pub(crate) async fn write_ownership<C: ConnectionTrait>(
             Expr::val(new),
             Expr::val(actor),
             Expr::val(time),
-        ])
-        .map_err(|e| Error::internal(e.to_string()))?;
-    conn.execute(&q).await?;
-    Ok(())
-}
+        ]);
+    }
 
-/// Writes the event of a committed change: subject `crm.<tenant>.<collection>.<verb>`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn write_event<C: ConnectionTrait>(
-    conn: &C,
-    tenant: &str,
-    collection: &str,
-    resource_id: Uuid,
-    action: AuditAction,
-    time: DateTime<Utc>,
-    payload: &Json,
-) -> Result<()> {
-    let payload = serde_json::to_string(payload).map_err(|e| Error::internal(e.to_string()))?;
-    let mut q = Query::insert();
-    q.into_table(col("outbox_events"))
-        .columns(
-            [
-                "tenant_id",
-                "id",
-                "subject",
-                "collection",
-                "resource_id",
-                "event_type",
-                "payload",
-                "time",
-            ]
-            .map(col),
-        )
-        .values([
+    /// The event of a committed change: subject `crm.<tenant>.<collection>.<verb>`.
+    pub(crate) fn event(
+        &mut self,
+        tenant: &str,
+        collection: &str,
+        resource_id: Uuid,
+        action: AuditAction,
+        time: DateTime<Utc>,
+        payload: &Json,
+    ) -> Result<()> {
+        let payload = serde_json::to_string(payload).map_err(|e| Error::internal(e.to_string()))?;
+        self.events.push(vec![
             Expr::val(tenant),
             Expr::val(new_id()),
             Expr::val(format!("crm.{tenant}.{collection}.{}", action.verb())),
@@ -249,10 +239,22 @@ pub(crate) async fn write_event<C: ConnectionTrait>(
             Expr::val(format!("{collection}.{}", action.verb())),
             Expr::val(payload),
             Expr::val(time),
-        ])
-        .map_err(|e| Error::internal(e.to_string()))?;
-    conn.execute(&q).await?;
-    Ok(())
+        ]);
+        Ok(())
+    }
+
+    /// Inserts what was gathered, many rows per statement.
+    pub(crate) async fn write<C: ConnectionTrait>(self, conn: &C) -> Result<()> {
+        crate::store::insert_rows(conn, "audit_records", &AUDIT_COLUMNS, self.audit).await?;
+        crate::store::insert_rows(
+            conn,
+            "ownership_changes",
+            &OWNERSHIP_COLUMNS,
+            self.ownership,
+        )
+        .await?;
+        crate::store::insert_rows(conn, "outbox_events", &EVENT_COLUMNS, self.events).await
+    }
 }
 
 /// Audit records of one resource, newest first, keyset-paged by id.

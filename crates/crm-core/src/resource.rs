@@ -109,6 +109,13 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Default + Send + Sync
     /// The field whose value names records in resource names instead of the id
     /// (`roles/{key}`); `None` names them by id.
     const NAME_KEY: Option<&'static str> = None;
+    /// Records computed from other records by a job (scores, per-customer measures), which
+    /// the job writes again on each run: written without an audit record or an event per
+    /// record, since the job's own record (its run: who started it, with which settings,
+    /// when it ended) is audited and evented and says where every derived record came from.
+    /// Derived records are still checked (validation, references) and read under the same
+    /// grants as any other.
+    const DERIVED: bool = false;
 
     /// Normalises (trims, lower-cases, E.164...) and validates; names each bad field.
     fn validate(&mut self) -> Result<()>;

@@ -164,30 +164,57 @@ pub(crate) async fn insert<R: Resource, C: ConnectionTrait>(
     meta: &Meta,
     obj: &Map<String, Json>,
 ) -> Result<()> {
-    let mut cols = vec![
-        col("tenant_id"),
-        col("id"),
-        col("revision"),
-        col("create_time"),
-        col("update_time"),
-    ];
-    let mut vals: Vec<Expr> = vec![
-        Expr::val(tenant),
-        Expr::val(meta.id),
-        Expr::val(meta.revision),
-        Expr::val(meta.create_time),
-        Expr::val(meta.update_time),
-    ];
-    for f in R::FIELDS {
-        cols.push(col(f.column));
-        vals.push(Expr::val(to_db(f, obj.get(f.name).unwrap_or(&Json::Null))?));
+    insert_many::<R, C>(conn, tenant, &[(meta, obj)]).await
+}
+
+/// Inserts records, many rows per statement.
+pub(crate) async fn insert_many<R: Resource, C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    records: &[(&Meta, &Map<String, Json>)],
+) -> Result<()> {
+    let mut cols: Vec<&str> = vec!["tenant_id", "id", "revision", "create_time", "update_time"];
+    cols.extend(R::FIELDS.iter().map(|f| f.column));
+    let mut rows = Vec::with_capacity(records.len());
+    for (meta, obj) in records {
+        let mut vals: Vec<Expr> = Vec::with_capacity(cols.len());
+        vals.extend([
+            Expr::val(tenant),
+            Expr::val(meta.id),
+            Expr::val(meta.revision),
+            Expr::val(meta.create_time),
+            Expr::val(meta.update_time),
+        ]);
+        for f in R::FIELDS {
+            vals.push(Expr::val(to_db(f, obj.get(f.name).unwrap_or(&Json::Null))?));
+        }
+        rows.push(vals);
     }
-    let mut q = Query::insert();
-    q.into_table(col(R::TABLE))
-        .columns(cols)
-        .values(vals)
-        .map_err(|e| Error::internal(e.to_string()))?;
-    conn.execute(&q).await?;
+    insert_rows(conn, R::TABLE, &cols, rows).await
+}
+
+/// Bound parameters per statement: below SQLite's limit (32,766) and PostgreSQL's (65,535).
+const MAX_PARAMS: usize = 30_000;
+
+/// Inserts `rows` (values in the order of `columns`) into `table`, as few statements as the
+/// databases' parameter limits allow.
+pub(crate) async fn insert_rows<C: ConnectionTrait>(
+    conn: &C,
+    table: &str,
+    columns: &[&str],
+    rows: Vec<Vec<Expr>>,
+) -> Result<()> {
+    let per = (MAX_PARAMS / columns.len().max(1)).max(1);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut q = Query::insert();
+        q.into_table(col(table))
+            .columns(columns.iter().map(|c| col(c)));
+        for vals in rows.by_ref().take(per) {
+            q.values(vals).map_err(|e| Error::internal(e.to_string()))?;
+        }
+        conn.execute(&q).await?;
+    }
     Ok(())
 }
 

@@ -41,7 +41,7 @@ use uuid::Uuid;
 /// The job kind of a lifecycle evaluation.
 pub const LIFECYCLE_JOB: &str = "crm.analytics.lifecycle";
 /// Customers evaluated per transaction.
-const PAGE: u64 = 500;
+const PAGE: u64 = 2000;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Payload {
@@ -243,7 +243,7 @@ async fn page_facts(
             .find::<RfmResult>(
                 Condition::all()
                     .add(Expr::col("run_id").eq(run))
-                    .add(Expr::col("customer_id").is_in(ids.iter().copied())),
+                    .add(super::among("customer_id", ids)),
                 PAGE,
             )
             .await?;
@@ -306,16 +306,16 @@ async fn evaluate_page(
     // Evaluations take turns page by page: a page reads the stages the other wrote.
     tx.lock_counter("lifecycle-evaluation").await?;
     let states: HashMap<Uuid, Record<LifecycleState>> = tx
-        .find::<LifecycleState>(
-            Condition::all().add(Expr::col("customer_id").is_in(ids.iter().copied())),
-            PAGE,
-        )
+        .find::<LifecycleState>(Condition::all().add(super::among("customer_id", ids)), PAGE)
         .await?
         .into_iter()
         .filter_map(|s| s.data.customer.map(|c| (c, s)))
         .collect();
     let (mut changed, mut written) = (0i64, 0i64);
     let mut moved = Vec::new();
+    // New transitions and first stages are written together at the end of the page.
+    let mut transitions = Vec::new();
+    let mut entered = Vec::new();
     for id in ids {
         let Some(f) = facts.get(id) else {
             continue;
@@ -360,7 +360,7 @@ async fn evaluate_page(
         moved.push(*id);
         for (i, mut m) in moves.into_iter().enumerate() {
             m.step = i64::try_from(i).unwrap_or(i64::MAX);
-            tx.create(m).await?;
+            transitions.push((crm_core::ids::new_id(), m));
             written += 1;
         }
         let data = LifecycleState {
@@ -385,11 +385,11 @@ async fn evaluate_page(
                 )
                 .await?;
             }
-            None => {
-                tx.create(data).await?;
-            }
+            None => entered.push((crm_core::ids::new_id(), data)),
         }
     }
+    tx.create_many(transitions).await?;
+    tx.create_many(entered).await?;
     super::segments::apply_changes(&tx, segments, rfm_run, &moved, ctx.clock.now()).await?;
     tx.commit().await?;
     Ok((changed, written))

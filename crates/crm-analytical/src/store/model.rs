@@ -263,6 +263,9 @@ impl Resource for RfmResult {
     const TABLE: &'static str = "rfm_results";
     const SCOPE_PARENT: Option<(&'static str, &'static str)> = Some(("customer_id", "contacts"));
     const DEFAULT_ORDER: &'static str = "create_time";
+    // A run's results are audited and evented as the run (`rfmRuns`): who started it, with
+    // which settings, and its end.
+    const DERIVED: bool = true;
     const FIELDS: &'static [FieldSpec] = &[
         FieldSpec::new("run", "run_id", Kind::Ref("rfmRuns")).filter(),
         FieldSpec::new("customer", "customer_id", Kind::Ref("contacts")).filter(),
@@ -467,6 +470,10 @@ impl Resource for LifecycleTransition {
     const TABLE: &'static str = "lifecycle_transitions";
     const SCOPE_PARENT: Option<(&'static str, &'static str)> = Some(("customer_id", "contacts"));
     const DEFAULT_ORDER: &'static str = "transition_time, create_time, step";
+    // A transition is itself the record of a stage change (time, rule, reason), written
+    // only by evaluations; the customer's stage (`lifecycleStates`) is audited and evented
+    // when it changes.
+    const DERIVED: bool = true;
     const FIELDS: &'static [FieldSpec] = &[
         FieldSpec::new("customer", "customer_id", Kind::Ref("contacts")).filter(),
         FieldSpec::new("model", "model_id", Kind::Ref("lifecycleModels")).filter(),

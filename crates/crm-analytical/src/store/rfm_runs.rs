@@ -3,11 +3,11 @@
 //! [`crate::value`] modules and stores one result per customer; reads go through crm-core's
 //! permission-aware list, so a result is visible exactly to those who may read its contact.
 //!
-//! **Where the aggregation runs.** Orders are aggregated per (contact, currency) in SQL,
-//! one bounded page of contacts at a time (`GROUP BY contact_id, currency_code`), so at most
-//! a page of contacts' aggregate rows crosses the wire at once, never the order rows
-//! themselves (see docs/benchmarks.md for the measurement behind this choice). Scoring needs
-//! the whole population (quantiles), which is held as compact measures in memory.
+//! **Where the aggregation runs.** Orders are aggregated per (contact, currency) in SQL by
+//! one statement (`GROUP BY contact_id, currency_code`) whose aggregate rows are streamed,
+//! never the order rows themselves, read with the contact list from one snapshot (see
+//! docs/benchmarks.md for the measurements behind this choice). Scoring needs the whole
+//! population (quantiles), which is held as compact measures in memory, in contact id order.
 //!
 //! **Orders as RFM reads them.** An order belongs to its contact (account-only orders are
 //! counted in [`RunStats::orders_without_contact`] and left out). Cancelled orders never
@@ -27,21 +27,24 @@ use crm_core::jobs::rules::Interrupt;
 use crm_core::jobs::{self, JobContext, JobError, JobOutcome, OnDuplicate, Progress};
 use crm_core::resource::{Page, Record};
 use crm_core::service::{Ctx, ListParams};
-use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, Order, Query};
+use futures::{StreamExt, TryStreamExt};
+use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, Order, Query, SelectStatement};
+use sea_orm::{ConnectionTrait, StreamTrait};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// The job kind of an RFM run.
 pub const RFM_JOB: &str = "crm.analytics.rfm";
 /// The dedupe key of the tenant's pending RFM job.
 const DEDUPE_KEY: &str = "rfm";
-/// Contacts aggregated per statement.
-const PAGE: u64 = 1000;
 /// Results written per transaction.
-const WRITE_BATCH: usize = 500;
+const WRITE_BATCH: usize = 5000;
+/// Result batches in flight at once.
+const WRITERS: usize = 2;
+/// The bound on each statement of a run's reads (a tenant's whole order history).
+const LONG_READ: std::time::Duration = std::time::Duration::from_secs(3600);
 /// The default period: a year before `as_of`.
 const DEFAULT_PERIOD_DAYS: i64 = 365;
 
@@ -347,27 +350,33 @@ async fn compute(job: &JobContext, ctx: &Ctx, run: &Record<RfmRun>) -> Result<Op
     };
     job.progress(&progress).await?;
 
-    // 1. Measures, one page of contacts at a time, aggregated in the database.
-    let mut measures: Vec<RfmMeasures> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    // 1. Measures: every contact, and the period's orders aggregated per contact and
+    //    currency in the database, both read from one snapshot and streamed.
+    let read = ctx.db.begin_long_read(LONG_READ).await?;
+    let ids = all_contacts(&read, tenant, job).await?;
+    let Some(ids) = ids else {
+        return Ok(None);
+    };
+    let mut measures: Vec<RfmMeasures> = ids.iter().map(|id| RfmMeasures::empty(*id)).collect();
     let mut stats = RunStats::default();
-    let mut after: Option<Uuid> = None;
-    loop {
-        if stopped(job) {
-            return Ok(None);
-        }
-        let ids = contact_page(conn, tenant, after, PAGE).await?;
-        let Some(last) = ids.last().copied() else {
-            break;
-        };
-        after = Some(last);
-        let mut page: HashMap<Uuid, RfmMeasures> = ids
-            .iter()
-            .map(|id| (*id, RfmMeasures::empty(*id)))
-            .collect();
-        for row in aggregate_page(conn, tenant, &ids, from, as_of).await? {
-            let Some(m) = page.get_mut(&row.customer) else {
+    let backend = ConnectionTrait::get_database_backend(&read);
+    {
+        let mut rows = std::pin::pin!(
+            read.stream_raw(backend.build(&aggregate_query(tenant, None, from, as_of)))
+                .await?
+        );
+        let mut n = 0u64;
+        while let Some(row) = rows.try_next().await? {
+            let row = agg_row(&row)?;
+            n += 1;
+            if n.is_multiple_of(100_000) && stopped(job) {
+                return Ok(None);
+            }
+            // Orders of a contact deleted since are not measured.
+            let Ok(k) = ids.binary_search(&row.customer) else {
                 continue;
             };
+            let m = &mut measures[k];
             m.orders += u64::try_from(row.orders).unwrap_or(0);
             m.frequency += u64::try_from(row.purchases).unwrap_or(0);
             stats.orders_in_period += row.orders;
@@ -378,24 +387,22 @@ async fn compute(job: &JobContext, ctx: &Ctx, run: &Record<RfmRun>) -> Result<Op
                 m.last_purchase = Some(t);
             }
         }
-        for id in &ids {
-            if let Some(mut m) = page.remove(id) {
-                m.recency_days = m.last_purchase.map(|t| (as_of - t).num_days());
-                measures.push(m);
-            }
-        }
-        progress.counts.insert(
-            "measured".into(),
-            i64::try_from(measures.len()).unwrap_or(0),
-        );
-        job.progress(&progress).await?;
     }
+    for m in &mut measures {
+        m.recency_days = m.last_purchase.map(|t| (as_of - t).num_days());
+    }
+    progress.counts.insert(
+        "measured".into(),
+        i64::try_from(measures.len()).unwrap_or(0),
+    );
+    job.progress(&progress).await?;
     stats.customers = i64::try_from(measures.len()).unwrap_or(i64::MAX);
-    let (future, without_contact) = order_counts(conn, tenant, from, as_of).await?;
+    let (future, without_contact) = order_counts(&read, tenant, from, as_of).await?;
+    drop(read);
     stats.future_dated_orders = future;
     stats.orders_without_contact = without_contact;
 
-    // 2. Scores (pure).
+    // 2. Scores (pure), in contact id order.
     let scored = rfm::score(measures, &settings.rfm).map_err(Error::from)?;
     let inputs: Vec<ValueInput> = scored
         .iter()
@@ -407,99 +414,121 @@ async fn compute(job: &JobContext, ctx: &Ctx, run: &Record<RfmRun>) -> Result<Op
             ..Default::default()
         })
         .collect();
-    let values: HashMap<Uuid, value::ValueScore> =
-        value::score_population(&inputs, &settings.value_model, settings.rfm.bins)
-            .map_err(Error::from)?
-            .into_iter()
-            .map(|v| (v.customer, v))
-            .collect();
-
-    // 3. Results, in batches through the engine (checked, audited, evented).
-    let checkpoint: Checkpoint = job.checkpoint_as()?.unwrap_or_default();
-    let mut items = Vec::with_capacity(scored.len());
-    for c in scored {
+    let values = value::score_population(&inputs, &settings.value_model, settings.rfm.bins)
+        .map_err(Error::from)?;
+    drop(inputs);
+    if values.len() != scored.len()
+        || values
+            .iter()
+            .zip(&scored)
+            .any(|(v, c)| v.customer != c.customer)
+    {
+        return Err(Error::internal(
+            "value scores do not line up with the RFM scores",
+        ));
+    }
+    for c in &scored {
         match c.status {
             rfm::RfmStatus::Scored => stats.scored += 1,
             rfm::RfmStatus::NoOrders => stats.no_orders += 1,
             rfm::RfmStatus::NoPurchases => stats.no_purchases += 1,
         }
-        let v = values.get(&c.customer);
-        let scores = c.scores.as_ref();
-        items.push((
-            result_id(run.meta.id, c.customer),
-            RfmResult {
-                run: Some(run.meta.id),
-                customer: Some(c.customer),
-                status: ResultStatus::from(c.status),
-                recency_days: c.measures.recency_days.unwrap_or(0),
-                last_purchase: c.measures.last_purchase,
-                frequency: i64::try_from(c.measures.frequency).unwrap_or(i64::MAX),
-                orders: i64::try_from(c.measures.orders).unwrap_or(i64::MAX),
-                monetary: c
-                    .measures
-                    .monetary
-                    .iter()
-                    .map(|(k, v)| (k.clone(), saturate(*v)))
-                    .collect(),
-                r: scores.map_or(0, |s| i64::from(s.r)),
-                f: scores.map_or(0, |s| i64::from(s.f)),
-                m: scores.map_or(0, |s| i64::from(s.m)),
-                m_by_currency: scores
-                    .map(|s| {
-                        s.m_by_currency
-                            .iter()
-                            .map(|(k, v)| (k.clone(), i64::from(*v)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                monetary_converted: c.monetary_converted.map(saturate),
-                segment: scores.map(|s| s.segment.clone()).unwrap_or_default(),
-                value: v
-                    .map(|v| ValueResult {
-                        score: v.score,
-                        model_version: i64::from(v.model_version),
-                        contributions: v
-                            .contributions
-                            .iter()
-                            .map(|c| ValueContribution {
-                                measure: c.measure.name().to_owned(),
-                                weight: c.weight,
-                                normalised: c.normalised,
-                                contribution: c.contribution,
-                                missing: c.missing,
-                            })
-                            .collect(),
-                    })
-                    .unwrap_or_default(),
-            },
-        ));
     }
-    let mut batches = 0usize;
-    let mut written = 0i64;
-    let mut rest = items;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(WRITE_BATCH));
-        let batch = std::mem::replace(&mut rest, tail);
-        let n = i64::try_from(batch.len()).unwrap_or(0);
-        if batches >= checkpoint.batches {
-            if stopped(job) {
-                return Ok(None);
+
+    // 3. Results, a batch per transaction through the engine (checked; derived records, so
+    //    audited and evented as the run), each batch made just before it is written, and
+    //    [`WRITERS`] batches in flight, so that one batch is made and checked while the
+    //    database stores another. Batches complete in order; the checkpoint counts them.
+    let checkpoint: Checkpoint = job.checkpoint_as()?.unwrap_or_default();
+    let run_id = run.meta.id;
+    let mut pairs = scored.into_iter().zip(values);
+    let made = std::iter::from_fn(move || {
+        let batch: Vec<(Uuid, RfmResult)> = pairs
+            .by_ref()
+            .take(WRITE_BATCH)
+            .map(|(c, v)| (result_id(run_id, c.customer), result_of(run_id, c, &v)))
+            .collect();
+        (!batch.is_empty()).then_some(batch)
+    });
+    let writes = futures::stream::iter(made.enumerate())
+        .map(|(i, batch)| async move {
+            let n = i64::try_from(batch.len()).unwrap_or(0);
+            if i >= checkpoint.batches {
+                match ctx.create_many(batch).await {
+                    Ok(_) => {}
+                    // Written by an earlier attempt that died before its checkpoint.
+                    Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
             }
-            match ctx.create_many(batch).await {
-                Ok(_) => {}
-                // Written by an earlier attempt that died before its checkpoint.
-                Err(e) if e.kind == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
+            Ok(n)
+        })
+        .buffered(WRITERS);
+    let mut writes = std::pin::pin!(writes);
+    let (mut batches, mut written) = (0usize, 0i64);
+    while let Some(n) = writes.try_next().await? {
         batches += 1;
         written += n;
         progress.done = written;
         let cp = serde_json::to_value(Checkpoint { batches })
             .map_err(|e| Error::internal(e.to_string()))?;
         job.save(&cp, &progress).await?;
+        if stopped(job) {
+            return Ok(None);
+        }
     }
     Ok(Some(stats))
+}
+
+/// A customer's stored result: its measures, scores and value, with the contributions of
+/// the measures the value model weighs (a measure of weight 0 adds nothing to the score and
+/// is not repeated on every result; the run's settings name every weight).
+fn result_of(run: Uuid, c: rfm::CustomerRfm, v: &value::ValueScore) -> RfmResult {
+    let scores = c.scores.as_ref();
+    RfmResult {
+        run: Some(run),
+        customer: Some(c.customer),
+        status: ResultStatus::from(c.status),
+        recency_days: c.measures.recency_days.unwrap_or(0),
+        last_purchase: c.measures.last_purchase,
+        frequency: i64::try_from(c.measures.frequency).unwrap_or(i64::MAX),
+        orders: i64::try_from(c.measures.orders).unwrap_or(i64::MAX),
+        monetary: c
+            .measures
+            .monetary
+            .iter()
+            .map(|(k, v)| (k.clone(), saturate(*v)))
+            .collect(),
+        r: scores.map_or(0, |s| i64::from(s.r)),
+        f: scores.map_or(0, |s| i64::from(s.f)),
+        m: scores.map_or(0, |s| i64::from(s.m)),
+        m_by_currency: scores
+            .map(|s| {
+                s.m_by_currency
+                    .iter()
+                    .map(|(k, v)| (k.clone(), i64::from(*v)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        monetary_converted: c.monetary_converted.map(saturate),
+        segment: scores.map(|s| s.segment.clone()).unwrap_or_default(),
+        value: ValueResult {
+            score: v.score,
+            model_version: i64::from(v.model_version),
+            contributions: v
+                .contributions
+                .iter()
+                .filter(|c| c.weight != 0.0)
+                .map(|c| ValueContribution {
+                    measure: c.measure.name().to_owned(),
+                    weight: c.weight,
+                    normalised: c.normalised,
+                    contribution: c.contribution,
+                    missing: c.missing,
+                })
+                .collect(),
+        },
+    }
 }
 
 fn saturate(v: i128) -> i64 {
@@ -588,6 +617,21 @@ pub(crate) async fn aggregate_page<C: ConnectionTrait>(
     from: DateTime<Utc>,
     as_of: DateTime<Utc>,
 ) -> Result<Vec<AggRow>> {
+    conn.query_all(&aggregate_query(tenant, Some(ids), from, as_of))
+        .await?
+        .iter()
+        .map(agg_row)
+        .collect()
+}
+
+/// The (contact, currency) aggregates of the period's orders, of the contacts `ids` or of
+/// all.
+fn aggregate_query(
+    tenant: &str,
+    ids: Option<&[Uuid]>,
+    from: DateTime<Utc>,
+    as_of: DateTime<Utc>,
+) -> SelectStatement {
     let mut q = Query::select();
     q.column("contact_id")
         .column("currency_code")
@@ -607,24 +651,52 @@ pub(crate) async fn aggregate_page<C: ConnectionTrait>(
         )
         .from("orders")
         .cond_where(live_orders(tenant))
-        .and_where(Expr::col("contact_id").is_in(ids.iter().copied()))
         .and_where(Expr::col("order_time").gte(from))
         .and_where(Expr::col("order_time").lte(as_of))
         .group_by_col("contact_id")
         .group_by_col("currency_code");
-    let mut out = Vec::new();
-    for r in conn.query_all(&q).await? {
-        out.push(AggRow {
-            customer: r.try_get::<Uuid>("", "contact_id")?,
-            currency: r.try_get::<String>("", "currency_code")?,
-            orders: r.try_get::<i64>("", "n_orders")?,
-            purchases: r.try_get::<Option<i64>>("", "n_purchases")?.unwrap_or(0),
-            net: r.try_get::<Option<i64>>("", "net")?.unwrap_or(0),
-            first_purchase: time_of(&r, "first_purchase")?,
-            last_purchase: time_of(&r, "last_purchase")?,
-        });
+    match ids {
+        Some(ids) => q.cond_where(super::among("contact_id", ids)),
+        None => q.and_where(Expr::col("contact_id").is_not_null()),
+    };
+    q
+}
+
+fn agg_row(r: &sea_orm::QueryResult) -> Result<AggRow> {
+    Ok(AggRow {
+        customer: r.try_get::<Uuid>("", "contact_id")?,
+        currency: r.try_get::<String>("", "currency_code")?,
+        orders: r.try_get::<i64>("", "n_orders")?,
+        purchases: r.try_get::<Option<i64>>("", "n_purchases")?.unwrap_or(0),
+        net: r.try_get::<Option<i64>>("", "net")?.unwrap_or(0),
+        first_purchase: time_of(r, "first_purchase")?,
+        last_purchase: time_of(r, "last_purchase")?,
+    })
+}
+
+/// Every live contact of the tenant, in id order, streamed from `conn`; `None` when the job
+/// was told to stop meanwhile.
+async fn all_contacts<C: StreamTrait + ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    job: &JobContext,
+) -> Result<Option<Vec<Uuid>>> {
+    let mut q = Query::select();
+    q.column("id")
+        .from("contacts")
+        .and_where(Expr::col("tenant_id").eq(tenant))
+        .and_where(Expr::col("delete_time").is_null());
+    let backend = ConnectionTrait::get_database_backend(conn);
+    let mut rows = std::pin::pin!(conn.stream_raw(backend.build(&q)).await?);
+    let mut ids = Vec::new();
+    while let Some(r) = rows.try_next().await? {
+        ids.push(r.try_get::<Uuid>("", "id")?);
+        if ids.len().is_multiple_of(100_000) && stopped(job) {
+            return Ok(None);
+        }
     }
-    Ok(out)
+    ids.sort_unstable();
+    Ok(Some(ids))
 }
 
 /// A time computed by an aggregate: TIMESTAMPTZ on PostgreSQL, RFC 3339 text on SQLite

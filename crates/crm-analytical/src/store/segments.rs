@@ -41,7 +41,7 @@ use uuid::Uuid;
 /// The job kind of a segment refresh.
 pub const SEGMENT_JOB: &str = "crm.analytics.segment";
 /// Contacts evaluated per transaction.
-const PAGE: u64 = 500;
+const PAGE: u64 = 2000;
 /// Fields an RFM run changes.
 pub const RFM_FIELDS: &[&str] = &[
     "rfm.r",
@@ -260,14 +260,13 @@ pub(crate) struct Inputs {
 }
 
 pub(crate) async fn inputs(tx: &Tx<'_>, rfm_run: Option<Uuid>, ids: &[Uuid]) -> Result<Inputs> {
-    let in_ids = |col: &'static str| Expr::col(col).is_in(ids.iter().copied());
     let limit = Ord::max(u64::try_from(ids.len()).unwrap_or(u64::MAX), 1);
     let rfm = match rfm_run {
         Some(run) => tx
             .find::<RfmResult>(
                 Condition::all()
                     .add(Expr::col("run_id").eq(run))
-                    .add(in_ids("customer_id")),
+                    .add(super::among("customer_id", ids)),
                 limit,
             )
             .await?
@@ -277,7 +276,10 @@ pub(crate) async fn inputs(tx: &Tx<'_>, rfm_run: Option<Uuid>, ids: &[Uuid]) -> 
         None => HashMap::new(),
     };
     let stages = tx
-        .find::<LifecycleState>(Condition::all().add(in_ids("customer_id")), limit)
+        .find::<LifecycleState>(
+            Condition::all().add(super::among("customer_id", ids)),
+            limit,
+        )
         .await?
         .into_iter()
         .filter_map(|s| s.data.customer.map(|c| (c, s.data.stage)))
@@ -311,13 +313,15 @@ pub(crate) async fn apply(
         .find::<SegmentMember>(
             Condition::all()
                 .add(Expr::col("segment_id").eq(seg.id))
-                .add(Expr::col("customer_id").is_in(ids.iter().copied())),
+                .add(super::among("customer_id", &ids)),
             Ord::max(u64::try_from(ids.len()).unwrap_or(u64::MAX), 1),
         )
         .await?
         .into_iter()
         .filter_map(|m| m.data.customer.map(|c| (c, m)))
         .collect();
+    // New members are written together at the end.
+    let mut entering = Vec::new();
     for c in contacts {
         let id = c.meta.id;
         let r = record(
@@ -329,12 +333,14 @@ pub(crate) async fn apply(
         let member = seg.rule.matches(&r).map_err(Error::from)?;
         match (members.get(&id), member) {
             (None, true) => {
-                tx.create(SegmentMember {
-                    segment: Some(seg.id),
-                    customer: Some(id),
-                    enter_time: Some(now),
-                })
-                .await?;
+                entering.push((
+                    crm_core::ids::new_id(),
+                    SegmentMember {
+                        segment: Some(seg.id),
+                        customer: Some(id),
+                        enter_time: Some(now),
+                    },
+                ));
                 n.entered += 1;
             }
             (Some(m), false) => {
@@ -374,6 +380,7 @@ pub(crate) async fn apply(
         .await?;
         n.tagged += 1;
     }
+    tx.create_many(entering).await?;
     Ok(n)
 }
 
@@ -396,10 +403,7 @@ pub(crate) async fn apply_changes(
     for seg in segments {
         // Read again for each segment: an earlier one may have changed their tags.
         let contacts = tx
-            .find::<Contact>(
-                Condition::all().add(Expr::col("id").is_in(changed.iter().copied())),
-                limit,
-            )
+            .find::<Contact>(super::among("id", changed), limit)
             .await?;
         let n = apply(tx, seg, &catalog, &contacts, &inputs, now).await?;
         if n.entered != n.left {

@@ -89,6 +89,21 @@ impl Ctx {
         target: &Collection,
         ids: &[Uuid],
     ) -> Result<()> {
+        match self.unreadable(conn, field, target, ids).await?.first() {
+            Some(id) => Err(self.unreadable_ref(field, target, *id)),
+            None => Ok(()),
+        }
+    }
+
+    /// Those of `ids` (records of `target`) outside the caller's read scope; PERMISSION_DENIED
+    /// when the caller may read none of `target`.
+    async fn unreadable<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        field: &str,
+        target: &Collection,
+        ids: &[Uuid],
+    ) -> Result<Vec<Uuid>> {
         let scopes = self.policy.scopes(target.permission, Action::Read);
         if scopes.is_empty() {
             return Err(Error::permission_denied(
@@ -103,22 +118,27 @@ impl Ctx {
             .with("field", field.to_owned()));
         }
         let Some(cond) = self.scope_condition_of(target, scopes).await? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let visible =
             store::ids_where(conn, self.tenant(), target.table, ids, cond, false, true).await?;
-        match ids.iter().find(|i| !visible.contains(i)) {
-            Some(id) => Err(Error::permission_denied(
-                "OUT_OF_SCOPE",
-                format!(
-                    "{}/{id} is outside the records your roles may read",
-                    target.name
-                ),
-            )
-            .with("resource", format!("{}/{id}", target.name))
-            .with("field", field.to_owned())),
-            None => Ok(()),
-        }
+        Ok(ids
+            .iter()
+            .filter(|i| !visible.contains(i))
+            .copied()
+            .collect())
+    }
+
+    fn unreadable_ref(&self, field: &str, target: &Collection, id: Uuid) -> Error {
+        Error::permission_denied(
+            "OUT_OF_SCOPE",
+            format!(
+                "{}/{id} is outside the records your roles may read",
+                target.name
+            ),
+        )
+        .with("resource", format!("{}/{id}", target.name))
+        .with("field", field.to_owned())
     }
 
     pub(super) async fn check_nested<C: ConnectionTrait>(
@@ -234,21 +254,10 @@ impl Ctx {
     }
 
     /// Creates many records in one transaction (bulk loads): every record is checked as by
-    /// `create`, and any failure writes none of them.
+    /// `create`, and any failure writes none of them. See [`Tx::create_many`].
     pub async fn create_many<R: Resource>(&self, items: Vec<(Uuid, R)>) -> Result<usize> {
-        let mut prepared = Vec::with_capacity(items.len());
-        for (i, (id, data)) in items.into_iter().enumerate() {
-            prepared.push(
-                self.prepare_create(&self.db.conn, id, data)
-                    .await
-                    .map_err(|e| e.in_field(&format!("items[{i}]")))?,
-            );
-        }
-        let n = prepared.len();
         let tx = self.begin().await?;
-        for p in prepared {
-            tx.write_prepared::<R>(p, "").await?;
-        }
+        let n = tx.create_many(items).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -375,6 +384,25 @@ impl Ctx {
         obj: &Map<String, Json>,
         request_id: &str,
     ) -> Result<()> {
+        let mut entries = journal::Entries::default();
+        self.journal_into::<R>(&mut entries, meta, action, changes, obj, request_id)?;
+        entries.write(conn).await
+    }
+
+    /// Gathers what a write leaves behind (audit record, ownership change, event) into
+    /// `entries`; nothing for a [`Resource::DERIVED`] collection.
+    fn journal_into<R: Resource>(
+        &self,
+        entries: &mut journal::Entries,
+        meta: &Meta,
+        action: AuditAction,
+        changes: &[FieldChange],
+        obj: &Map<String, Json>,
+        request_id: &str,
+    ) -> Result<()> {
+        if R::DERIVED {
+            return Ok(());
+        }
         let tenant = self.tenant();
         let named: Vec<FieldChange> = changes
             .iter()
@@ -392,8 +420,7 @@ impl Ctx {
                 None => c.clone(),
             })
             .collect();
-        journal::write_audit(
-            conn,
+        entries.audit(
             tenant,
             R::COLLECTION,
             meta.id,
@@ -402,14 +429,12 @@ impl Ctx {
             meta.update_time,
             &named,
             request_id,
-        )
-        .await?;
+        )?;
         if R::OWNED
             && let Some(c) = changes.iter().find(|c| c.field == "owner")
         {
             let parse = |v: &Json| v.as_str().and_then(|s| Uuid::try_parse(s).ok());
-            journal::write_ownership(
-                conn,
+            entries.ownership(
                 tenant,
                 R::COLLECTION,
                 meta.id,
@@ -417,8 +442,7 @@ impl Ctx {
                 parse(&c.new),
                 self.principal.user,
                 meta.update_time,
-            )
-            .await?;
+            );
         }
         let payload = serde_json::json!({
             "resource": format!("{}/{}", R::COLLECTION, meta.id),
@@ -437,8 +461,7 @@ impl Ctx {
                 Json::Object(data)
             },
         });
-        journal::write_event(
-            conn,
+        entries.event(
             tenant,
             R::COLLECTION,
             meta.id,
@@ -446,7 +469,6 @@ impl Ctx {
             meta.update_time,
             &payload,
         )
-        .await
     }
 }
 
@@ -845,6 +867,166 @@ impl<'c> Tx<'c> {
         self.write_prepared(p, "").await
     }
 
+    /// Creates many records in this transaction, each checked as [`Tx::create`] checks one
+    /// (rights, field rules, validation, hooks, references, custom fields, observers), with
+    /// the database work done for all of them together: the references of every record looked
+    /// up at once per target collection, and the rows, audit records and events inserted many
+    /// per statement. An error names the record (`items[3].contact`) and nothing of the call
+    /// is kept (the transaction is rolled back when it is dropped uncommitted). Records of a
+    /// tree (a [`Resource::TREE_PARENT`]) are written one at a time, for the cycle checks.
+    pub async fn create_many<R: Resource>(&self, items: Vec<(Uuid, R)>) -> Result<usize> {
+        self.bulk_insert(items, false).await
+    }
+
+    /// [`Tx::create_many`] as the system (see [`Tx::create_as_system`]): for records a job
+    /// computes for the tenant (a run's results), whatever the rights of whom it acts for.
+    pub async fn create_many_as_system<R: Resource>(&self, items: Vec<(Uuid, R)>) -> Result<usize> {
+        self.bulk_insert(items, true).await
+    }
+
+    async fn bulk_insert<R: Resource>(&self, items: Vec<(Uuid, R)>, system: bool) -> Result<usize> {
+        let ctx = self.ctx;
+        let conn = self.conn();
+        let n = items.len();
+        let at = |i: usize| move |e: Error| e.in_field(&format!("items[{i}]"));
+        if R::TREE_PARENT.is_some() {
+            for (i, (id, data)) in items.into_iter().enumerate() {
+                let p = ctx
+                    .prepare_create_as(conn, id, data, system)
+                    .await
+                    .map_err(at(i))?;
+                self.write_prepared(p, "").await.map_err(at(i))?;
+            }
+            return Ok(n);
+        }
+        let defs = if R::CUSTOM_FIELDS {
+            Some(crate::model::custom_field::definitions(conn, ctx.tenant(), R::COLLECTION).await?)
+        } else {
+            None
+        };
+        let mut prepared = Vec::with_capacity(n);
+        for (i, (id, data)) in items.into_iter().enumerate() {
+            let mut p = ctx
+                .prepare_create_as(conn, id, data, system)
+                .await
+                .map_err(at(i))?;
+            self.before_insert(&mut p).await.map_err(at(i))?;
+            if let Some(defs) = &defs {
+                crate::model::custom_field::validate_values(defs, p.obj.get("custom_fields"))
+                    .map_err(at(i))?;
+            }
+            prepared.push(p);
+        }
+        self.check_references_of_many::<R>(&prepared).await?;
+        let rows: Vec<(&Meta, &Map<String, Json>)> =
+            prepared.iter().map(|p| (&p.meta, &p.obj)).collect();
+        store::insert_many::<R, _>(conn, ctx.tenant(), &rows).await?;
+        let mut entries = journal::Entries::default();
+        for p in &prepared {
+            ctx.journal_into::<R>(
+                &mut entries,
+                &p.meta,
+                AuditAction::Create,
+                &created_fields::<R>(&p.obj),
+                &p.obj,
+                "",
+            )?;
+        }
+        entries.write(conn).await?;
+        for (i, p) in prepared.into_iter().enumerate() {
+            self.notify::<R>(AuditAction::Create, p.meta.id, &p.obj, None)
+                .await
+                .map_err(at(i))?;
+            let rec = Record {
+                meta: p.meta,
+                data: p.data,
+                hidden: Vec::new(),
+            };
+            R::after_write(self, AuditAction::Create, &rec)
+                .await
+                .map_err(at(i))?;
+        }
+        Ok(n)
+    }
+
+    /// The references of many records to be created, checked as [`Ctx::check_references`]
+    /// and [`Ctx::check_nested`] check one record's, with one lookup per target collection
+    /// (per 10,000 ids); an error names the record.
+    async fn check_references_of_many<R: Resource>(&self, items: &[Prepared<R>]) -> Result<()> {
+        let ctx = self.ctx;
+        let conn = self.conn();
+        // Target collection -> every reference to it: (item, field path, id).
+        let mut by_target: HashMap<&'static str, Vec<(usize, String, Uuid)>> = HashMap::new();
+        for f in R::FIELDS {
+            let target = match f.kind {
+                Kind::Ref(c) | Kind::RefList(c) => c,
+                _ => continue,
+            };
+            for (i, p) in items.iter().enumerate() {
+                let ids: Vec<Uuid> = match f.kind {
+                    Kind::Ref(_) => ref_of(&p.obj, f.name).into_iter().collect(),
+                    _ => list_of(&p.obj, f.name)
+                        .iter()
+                        .filter_map(|s| Uuid::try_parse(s).ok())
+                        .collect(),
+                };
+                by_target.entry(target).or_default().extend(
+                    ids.into_iter()
+                        // The caller's own id is vouched for by its token.
+                        .filter(|id| !(target == "users" && *id == ctx.principal.user))
+                        .map(|id| (i, f.name.to_owned(), id)),
+                );
+            }
+        }
+        for (i, p) in items.iter().enumerate() {
+            // Each nested reference keeps its own path in the error.
+            for (path, c, id) in p.data.nested_refs() {
+                by_target.entry(c).or_default().push((i, path, id));
+            }
+        }
+        let mut targets: Vec<_> = by_target.into_iter().collect();
+        targets.sort_by_key(|(t, _)| *t);
+        for (target, refs) in targets {
+            if refs.is_empty() {
+                continue;
+            }
+            let target = crate::registry::registry()
+                .collection(target)
+                .ok_or_else(|| {
+                    Error::internal(format!(
+                        "{} refers to the unknown collection {target}",
+                        R::COLLECTION
+                    ))
+                })?;
+            let mut ids: Vec<Uuid> = refs.iter().map(|(_, _, id)| *id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut found = std::collections::HashSet::with_capacity(ids.len());
+            let mut hidden = std::collections::HashSet::new();
+            for chunk in ids.chunks(10_000) {
+                found.extend(
+                    store::existing_ids(conn, ctx.tenant(), target.table, chunk, false).await?,
+                );
+                if !items.iter().all(|p| p.system) {
+                    let field = refs.first().map_or("", |(_, f, _)| f.as_str());
+                    hidden.extend(ctx.unreadable(conn, field, target, chunk).await?);
+                }
+            }
+            for (i, field, id) in &refs {
+                if !found.contains(id) {
+                    return Err(Error::invalid(
+                        format!("items[{i}].{field}"),
+                        format!("{}/{id} does not exist", target.name),
+                    ));
+                }
+                if !items[*i].system && hidden.contains(id) {
+                    return Err(ctx.unreadable_ref(&format!("items[{i}].{field}"), target, *id));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The whole of a create: checks, the hook, the row and its journal; the record
     /// returned is not masked yet.
     async fn insert<R: Resource>(&self, id: Uuid, data: R, request_id: &str) -> Result<Record<R>> {
@@ -859,45 +1041,18 @@ impl<'c> Tx<'c> {
     ) -> Result<Record<R>> {
         let ctx = self.ctx;
         let conn = self.conn();
-        R::before_write(self, p.meta.id, None, &mut p.data).await?;
-        let mut after = store::to_object(&p.data)?;
-        if R::OWNED && ref_of(&after, "owner").is_none() {
-            // Neither the caller nor the hook named an owner: the caller owns it (no change
-            // of the hook's, so no second validation for it).
-            let me = Json::String(ctx.principal.user.to_string());
-            after.insert("owner".into(), me.clone());
-            p.obj.insert("owner".into(), me);
-            p.data = store::from_object(after.clone())?;
-        }
-        if after != p.obj {
-            // The hook changed the record: what it stores must be valid too.
-            p.data.validate()?;
-            p.data.derive();
-            p.obj = store::to_object(&p.data)?;
-        }
-        check_enums::<R>(&p.obj)?;
+        self.before_insert(&mut p).await?;
         ctx.check_references::<R, _>(conn, p.meta.id, &p.obj, None, p.system)
             .await?;
         ctx.check_nested(conn, &p.data.nested_refs(), p.system)
             .await?;
         ctx.check_custom_fields::<R, _>(conn, &p.obj).await?;
         store::insert::<R, _>(conn, ctx.tenant(), &p.meta, &p.obj).await?;
-        let changes: Vec<FieldChange> = R::FIELDS
-            .iter()
-            .filter_map(|f| {
-                let v = p.obj.get(f.name)?;
-                (!is_empty(v)).then(|| FieldChange {
-                    field: f.name.to_owned(),
-                    old: Json::Null,
-                    new: v.clone(),
-                })
-            })
-            .collect();
         ctx.journal::<R, _>(
             conn,
             &p.meta,
             AuditAction::Create,
-            &changes,
+            &created_fields::<R>(&p.obj),
             &p.obj,
             request_id,
         )
@@ -911,6 +1066,28 @@ impl<'c> Tx<'c> {
         };
         R::after_write(self, AuditAction::Create, &rec).await?;
         Ok(rec)
+    }
+
+    /// A create's `before_write` hook, the default owner, and the checks of what the hook
+    /// changed (validation, enums).
+    async fn before_insert<R: Resource>(&self, p: &mut Prepared<R>) -> Result<()> {
+        R::before_write(self, p.meta.id, None, &mut p.data).await?;
+        let mut after = store::to_object(&p.data)?;
+        if R::OWNED && ref_of(&after, "owner").is_none() {
+            // Neither the caller nor the hook named an owner: the caller owns it (no change
+            // of the hook's, so no second validation for it).
+            let me = Json::String(self.ctx.principal.user.to_string());
+            after.insert("owner".into(), me.clone());
+            p.obj.insert("owner".into(), me);
+            p.data = store::from_object(after.clone())?;
+        }
+        if after != p.obj {
+            // The hook changed the record: what it stores must be valid too.
+            p.data.validate()?;
+            p.data.derive();
+            p.obj = store::to_object(&p.data)?;
+        }
+        check_enums::<R>(&p.obj)
     }
 
     async fn update_unmasked<R: Resource>(
@@ -1280,6 +1457,21 @@ impl<'c> Tx<'c> {
 
 /// Every enum field holds one of its names: a value this version does not define is
 /// refused, never stored (typed resources cannot even build one; this guards the rest).
+/// The changes a create records: every field it sets.
+fn created_fields<R: Resource>(obj: &Map<String, Json>) -> Vec<FieldChange> {
+    R::FIELDS
+        .iter()
+        .filter_map(|f| {
+            let v = obj.get(f.name)?;
+            (!is_empty(v)).then(|| FieldChange {
+                field: f.name.to_owned(),
+                old: Json::Null,
+                new: v.clone(),
+            })
+        })
+        .collect()
+}
+
 fn check_enums<R: Resource>(obj: &Map<String, Json>) -> Result<()> {
     for f in R::FIELDS {
         if let Kind::Enum(names) = f.kind {
