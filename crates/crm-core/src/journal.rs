@@ -267,23 +267,12 @@ pub async fn list_audit<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<AuditRecord>> {
     let mut q = Query::select();
-    q.columns(
-        [
-            "id",
-            "collection",
-            "resource_id",
-            "action",
-            "actor_id",
-            "time",
-            "changes",
-            "request_id",
-        ]
-        .map(col),
-    )
-    .from(col("audit_records"))
-    .and_where(Expr::col(col("tenant_id")).eq(tenant))
-    .and_where(Expr::col(col("collection")).eq(collection))
-    .and_where(Expr::col(col("resource_id")).eq(resource_id));
+    // Every column but the tenant's.
+    q.columns(AUDIT_COLUMNS[1..].iter().map(|c| col(c)))
+        .from(col("audit_records"))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col("collection")).eq(collection))
+        .and_where(Expr::col(col("resource_id")).eq(resource_id));
     if let Some(b) = before {
         q.and_where(Expr::col(col("id")).lt(b));
     }

@@ -180,12 +180,23 @@ pub async fn run_evaluation(job: JobContext) -> Result<JobOutcome> {
         let saved = serde_json::to_value(&cp).map_err(|e| Error::internal(e.to_string()))?;
         job.save(&saved, &progress).await?;
     }
-    Ok(JobOutcome::Done(json!({
+    let mut out = json!({
         "model": format!("lifecycleModels/{}", model.meta.id),
         "evaluated": cp.evaluated,
         "changed": cp.changed,
         "transitions": cp.transitions,
-    })))
+    });
+    // Planner statistics of the stages and transitions written (see `Db::analyze`); the
+    // evaluation stands if refreshing them fails.
+    if cp.changed > 0
+        && let Err(e) = ctx
+            .db
+            .analyze(&["lifecycle_states", "lifecycle_transitions"])
+            .await
+    {
+        out["analyze_error"] = json!(e.message);
+    }
+    Ok(JobOutcome::Done(out))
 }
 
 /// The facts of one page of customers: order facts over their whole history to `as_of`

@@ -247,6 +247,11 @@ pub async fn run_job(job: JobContext) -> Result<JobOutcome> {
         Ok(Some(stats)) => {
             finish(&ctx, &run, RunState::Succeeded, stats.clone(), "").await?;
             let mut out = summary(&run.meta.id, &stats);
+            // A run adds a result per customer: what reads them next (segment refreshes,
+            // lists) is planned with the table's new statistics, not those of before.
+            if let Err(e) = ctx.db.analyze(&["rfm_results"]).await {
+                out["analyze_error"] = json!(e.message);
+            }
             // Segments reading RFM scores or value follow the new results. The run stands
             // when starting their refreshes fails (it is said in the result).
             if let Err(e) =

@@ -474,14 +474,22 @@ pub async fn run_refresh(job: JobContext) -> Result<JobOutcome> {
         job.save(&saved, &progress).await?;
     }
     finish(&ctx, seg.meta.id, cp.members, now).await?;
-    Ok(JobOutcome::Done(json!({
+    let mut out = json!({
         "segment": format!("segments/{}", seg.meta.id),
         "evaluated": cp.evaluated,
         "members": cp.members,
         "entered": cp.entered,
         "left": cp.left,
         "tagged": cp.tagged,
-    })))
+    });
+    // Planner statistics of the memberships written (see `Db::analyze`); the refresh stands
+    // if refreshing them fails.
+    if cp.entered + cp.left > 0
+        && let Err(e) = ctx.db.analyze(&["segment_members"]).await
+    {
+        out["analyze_error"] = json!(e.message);
+    }
+    Ok(JobOutcome::Done(out))
 }
 
 async fn finish(ctx: &Ctx, segment: Uuid, members: i64, at: DateTime<Utc>) -> Result<()> {

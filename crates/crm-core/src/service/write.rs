@@ -19,22 +19,9 @@ impl Ctx {
             if only.is_some_and(|o| !o.contains(&f.name)) {
                 continue;
             }
-            let (target, mut ids): (&str, Vec<Uuid>) = match f.kind {
-                Kind::Ref(c) => (c, ref_of(obj, f.name).into_iter().collect()),
-                Kind::RefList(c) => (
-                    c,
-                    list_of(obj, f.name)
-                        .iter()
-                        .filter_map(|s| Uuid::try_parse(s).ok())
-                        .collect(),
-                ),
-                _ => continue,
+            let Some((target, ids)) = self.referenced(f, obj) else {
+                continue;
             };
-            if target == "users" {
-                // The caller's own id is vouched for by its token, even before the
-                // directory has a row for it.
-                ids.retain(|i| *i != self.principal.user);
-            }
             if ids.is_empty() {
                 continue;
             }
@@ -78,6 +65,31 @@ impl Ctx {
             }
         }
         Ok(())
+    }
+
+    /// The target collection and the ids a reference field of `obj` names, if `f` is one;
+    /// the caller's own user id is left out (vouched for by its token, even before the
+    /// directory has a row for it).
+    fn referenced(
+        &self,
+        f: &FieldSpec,
+        obj: &Map<String, Json>,
+    ) -> Option<(&'static str, Vec<Uuid>)> {
+        let (target, mut ids): (&'static str, Vec<Uuid>) = match f.kind {
+            Kind::Ref(c) => (c, ref_of(obj, f.name).into_iter().collect()),
+            Kind::RefList(c) => (
+                c,
+                list_of(obj, f.name)
+                    .iter()
+                    .filter_map(|s| Uuid::try_parse(s).ok())
+                    .collect(),
+            ),
+            _ => return None,
+        };
+        if target == "users" {
+            ids.retain(|i| *i != self.principal.user);
+        }
+        Some((target, ids))
     }
 
     /// Setting a reference needs read access to its target: a target outside the caller's
@@ -963,19 +975,14 @@ impl<'c> Tx<'c> {
                 _ => continue,
             };
             for (i, p) in items.iter().enumerate() {
-                let ids: Vec<Uuid> = match f.kind {
-                    Kind::Ref(_) => ref_of(&p.obj, f.name).into_iter().collect(),
-                    _ => list_of(&p.obj, f.name)
-                        .iter()
-                        .filter_map(|s| Uuid::try_parse(s).ok())
-                        .collect(),
-                };
-                by_target.entry(target).or_default().extend(
-                    ids.into_iter()
-                        // The caller's own id is vouched for by its token.
-                        .filter(|id| !(target == "users" && *id == ctx.principal.user))
-                        .map(|id| (i, f.name.to_owned(), id)),
-                );
+                let ids = ctx
+                    .referenced(f, &p.obj)
+                    .map(|(_, ids)| ids)
+                    .unwrap_or_default();
+                by_target
+                    .entry(target)
+                    .or_default()
+                    .extend(ids.into_iter().map(|id| (i, f.name.to_owned(), id)));
             }
         }
         for (i, p) in items.iter().enumerate() {
