@@ -90,9 +90,7 @@ fn claim_query(limit: u64) -> SelectStatement {
     earlier
         .expr(Expr::val(1))
         .from_as(col("outbox_events"), p.clone())
-        .and_where(
-            Expr::col((p.clone(), col("tenant_id"))).equals((e.clone(), col("tenant_id"))),
-        )
+        .and_where(Expr::col((p.clone(), col("tenant_id"))).equals((e.clone(), col("tenant_id"))))
         .and_where(
             Expr::col((p.clone(), col("resource_id"))).equals((e.clone(), col("resource_id"))),
         )
@@ -183,17 +181,13 @@ impl Claim {
 /// Deletes up to `limit` events published before `before` (and, with `unpublished`, also
 /// events never published that were written before it: for deployments without a relay);
 /// returns how many were deleted.
-pub async fn prune(
-    db: &Db,
-    before: DateTime<Utc>,
-    unpublished: bool,
-    limit: u64,
-) -> Result<u64> {
+pub async fn prune(db: &Db, before: DateTime<Utc>, unpublished: bool, limit: u64) -> Result<u64> {
     let mut old = Query::select();
     old.columns([col("tenant_id"), col("id")])
         .from(col("outbox_events"));
     if unpublished {
-        old.and_where(Expr::col(col("time")).lt(before));
+        // By the id's time: made by the writer's system clock, like `before`.
+        old.and_where(Expr::col(col("id")).lt(id_floor(before)));
     } else {
         old.and_where(Expr::col(col("published_time")).lt(before));
     }
@@ -250,7 +244,9 @@ pub async fn events_after<C: ConnectionTrait>(
         .and_where(Expr::col(col("tenant_id")).eq(tenant))
         .and_where(Expr::col(col("id")).gt(after));
     if filter.verbs.is_empty() {
-        q.and_where(Expr::col(col("collection")).is_in(filter.collections.iter().map(String::as_str)));
+        q.and_where(
+            Expr::col(col("collection")).is_in(filter.collections.iter().map(String::as_str)),
+        );
     } else {
         let types: Vec<String> = filter
             .collections

@@ -51,9 +51,16 @@ impl Ctx {
         let Some(cond) = self.scope_filter(c, Action::Read).await? else {
             return Ok(ids.iter().copied().collect());
         };
-        let found =
-            store::ids_where(&self.db.conn, self.tenant(), c.table, ids, cond, false, false)
-                .await?;
+        let found = store::ids_where(
+            &self.db.conn,
+            self.tenant(),
+            c.table,
+            ids,
+            cond,
+            false,
+            false,
+        )
+        .await?;
         Ok(found.into_iter().collect())
     }
 
