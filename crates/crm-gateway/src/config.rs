@@ -45,7 +45,7 @@ pub struct Events {
     pub duplicate_window_ms: u64,
     /// Most events one claim publishes. Default 1000.
     pub batch_size: u32,
-    /// Claims in flight at once in one relay (PostgreSQL; SQLite always 1). Default 2.
+    /// Claims in flight at once in one relay (PostgreSQL; SQLite always 1). Default 4.
     pub concurrency: u32,
     /// How often the relay looks for events when nothing in this process woke it (writes of
     /// this replica wake it at once). Default 100.
@@ -72,7 +72,7 @@ impl Default for Events {
             stream_max_age_hours: 168,
             duplicate_window_ms: 120_000,
             batch_size: 1000,
-            concurrency: 2,
+            concurrency: 4,
             poll_interval_ms: 100,
             publish_timeout_ms: 5000,
             retry_base_ms: 250,
