@@ -65,6 +65,14 @@ async fn stream_messages(url: &str, stream: &str) -> Vec<(String, String, Event)
     out
 }
 
+/// Deletes a test's stream from the shared NATS server.
+async fn delete_stream(url: &str, stream: &str) {
+    let client = async_nats::connect(url).await.unwrap();
+    let _ = async_nats::jetstream::new(client)
+        .delete_stream(stream)
+        .await;
+}
+
 async fn pending(s: &TestServer) -> u64 {
     crm_core::outbox::pending(&s.db.conn).await.unwrap()
 }
@@ -267,6 +275,7 @@ async fn every_committed_change_is_published_once_in_order_per_record(backend: B
     .unwrap();
     assert_eq!(n as usize, expected);
     assert_eq!(s.count("outbox_events", "acme").await, 0);
+    delete_stream(&url, &stream).await;
 }
 
 /// A NATS server of the test's own on a free port, stopped on drop.
@@ -661,5 +670,6 @@ fn two_relays_share_the_work_in_order_per_record() {
         for (r, revs) in &revisions {
             assert_eq!(*revs, (1..=9).collect::<Vec<i64>>(), "events of {r}");
         }
+        delete_stream(&url, &stream).await;
     });
 }
