@@ -84,6 +84,7 @@ pub struct OwnershipChange {
 /// An outbox event, as written next to the change.
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
+    pub tenant: String,
     pub id: Uuid,
     pub subject: String,
     pub collection: String,
@@ -91,6 +92,8 @@ pub struct OutboxEvent {
     pub event_type: String,
     pub payload: Json,
     pub time: DateTime<Utc>,
+    /// When the relay published it (`None`: not yet).
+    pub published_time: Option<DateTime<Utc>>,
 }
 
 /// A reference field's value as resource names (`users/{id}`), as the API shows them
@@ -342,45 +345,21 @@ pub async fn list_ownership<C: ConnectionTrait>(
         .collect()
 }
 
-/// Outbox events of a tenant in commit order (for the relay and for tests).
+/// Outbox events of a tenant in id order (for tests and tools; the relay and WatchEvents
+/// read through [`crate::outbox`]).
 pub async fn list_events<C: ConnectionTrait>(
     conn: &C,
     tenant: &str,
     limit: u64,
 ) -> Result<Vec<OutboxEvent>> {
     let mut q = Query::select();
-    q.columns(
-        [
-            "id",
-            "subject",
-            "collection",
-            "resource_id",
-            "event_type",
-            "payload",
-            "time",
-        ]
-        .map(col),
-    )
-    .from(col("outbox_events"))
-    .and_where(Expr::col(col("tenant_id")).eq(tenant))
-    .order_by(col("id"), Order::Asc)
-    .limit(limit);
+    q.columns(crate::outbox::COLUMNS.map(col))
+        .from(col("outbox_events"))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .order_by(col("id"), Order::Asc)
+        .limit(limit);
     let rows = conn.query_all(&q).await?;
-    rows.iter()
-        .map(|r| {
-            let payload: String = r.try_get("", "payload")?;
-            Ok(OutboxEvent {
-                id: r.try_get("", "id")?,
-                subject: r.try_get("", "subject")?,
-                collection: r.try_get("", "collection")?,
-                resource_id: r.try_get("", "resource_id")?,
-                event_type: r.try_get("", "event_type")?,
-                payload: serde_json::from_str(&payload)
-                    .map_err(|e| Error::internal(format!("bad event payload: {e}")))?,
-                time: r.try_get("", "time")?,
-            })
-        })
-        .collect()
+    rows.iter().map(crate::outbox::decode).collect()
 }
 
 /// A remembered create: which request hash made which resource.

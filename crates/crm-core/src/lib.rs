@@ -16,6 +16,7 @@ pub mod ids;
 pub mod jobs;
 pub mod journal;
 pub mod model;
+pub mod outbox;
 pub mod query;
 pub mod registry;
 pub mod resource;

@@ -2,6 +2,7 @@
 //! `CRM__SECTION__KEY` (e.g. `CRM__DATABASE__URL=postgres://...`).
 
 use serde::Deserialize;
+use std::time::Duration;
 
 /// The development signing secret. `crm serve` warns when it is in use.
 pub const DEV_SECRET: &str = "crm-development-secret-do-not-use-in-production";
@@ -15,6 +16,124 @@ pub struct Settings {
     pub log: Log,
     pub jobs: Jobs,
     pub secrets: Secrets,
+    pub events: Events,
+}
+
+/// Events (P1): the relay publishing outbox rows to NATS JetStream, and how long the outbox
+/// keeps them. Durations in milliseconds unless named otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// The NATS server(s) of the relay, e.g. `nats://127.0.0.1:4222` (several comma-separated).
+    /// Empty (the default): no relay; events stay in the outbox for WatchEvents until
+    /// `retention_hours` passed.
+    pub nats_url: String,
+    /// Whether `crm serve` runs the relay when `nats_url` is set. Default true; set false to
+    /// run relays as separate processes (`crm relay`).
+    pub relay: bool,
+    /// The first token of every subject: `<subject_prefix>.<tenant>.<resource>.<verb>`.
+    /// Default `crm`.
+    pub subject_prefix: String,
+    /// The JetStream stream, created (for `<subject_prefix>.>`, file storage) when missing.
+    /// Default `CRM_EVENTS`.
+    pub stream: String,
+    /// How long the stream keeps messages, in hours (set when the relay creates it).
+    /// Default 168 (7 days).
+    pub stream_max_age_hours: u64,
+    /// The stream's de-duplication window (set when the relay creates it): a message whose
+    /// `Nats-Msg-Id` (the event id) was seen within it is dropped. Default 120000 (2 min).
+    pub duplicate_window_ms: u64,
+    /// Most events one claim publishes. Default 1000.
+    pub batch_size: u32,
+    /// Claims in flight at once in one relay (PostgreSQL; SQLite always 1). Default 4.
+    pub concurrency: u32,
+    /// How often the relay looks for events when nothing in this process woke it (writes of
+    /// this replica wake it at once). Default 100.
+    pub poll_interval_ms: u64,
+    /// How long the relay waits for JetStream to acknowledge a batch. Default 5000.
+    pub publish_timeout_ms: u64,
+    /// The first retry's delay after NATS failed; each further one doubles it. Default 250.
+    pub retry_base_ms: u64,
+    /// The longest retry delay while NATS is down. Default 10000.
+    pub retry_max_ms: u64,
+    /// How long published events stay in the outbox (WatchEvents resumes within it), in
+    /// hours; 0 keeps them. Without a relay, unpublished events are pruned after it too.
+    /// Default 24.
+    pub retention_hours: u64,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            nats_url: String::new(),
+            relay: true,
+            subject_prefix: "crm".into(),
+            stream: "CRM_EVENTS".into(),
+            stream_max_age_hours: 168,
+            duplicate_window_ms: 120_000,
+            batch_size: 1000,
+            concurrency: 4,
+            poll_interval_ms: 100,
+            publish_timeout_ms: 5000,
+            retry_base_ms: 250,
+            retry_max_ms: 10_000,
+            retention_hours: 24,
+        }
+    }
+}
+
+impl Events {
+    pub fn validate(&self) -> Result<(), String> {
+        let token_ok = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !self.subject_prefix.split('.').all(token_ok) {
+            return Err(
+                "events.subject_prefix must be dot-separated tokens of a-z, A-Z, 0-9, '-' and '_'"
+                    .into(),
+            );
+        }
+        if !token_ok(&self.stream) {
+            return Err("events.stream must be 1 or more of a-z, A-Z, 0-9, '-' and '_'".into());
+        }
+        let at_least = |name: &str, v: u64, min: u64| {
+            if v < min {
+                Err(format!("events.{name} must be at least {min}"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("batch_size", u64::from(self.batch_size), 1)?;
+        at_least("concurrency", u64::from(self.concurrency), 1)?;
+        at_least("poll_interval_ms", self.poll_interval_ms, 1)?;
+        at_least("publish_timeout_ms", self.publish_timeout_ms, 100)?;
+        at_least("retry_base_ms", self.retry_base_ms, 1)?;
+        at_least("retry_max_ms", self.retry_max_ms, self.retry_base_ms)?;
+        at_least("duplicate_window_ms", self.duplicate_window_ms, 1000)?;
+        at_least("stream_max_age_hours", self.stream_max_age_hours, 1)?;
+        if self.batch_size > 5000 {
+            return Err("events.batch_size must be at most 5000".into());
+        }
+        if self.concurrency > 16 {
+            return Err("events.concurrency must be at most 16".into());
+        }
+        if self.retention_hours > 100 * 365 * 24 || self.stream_max_age_hours > 100 * 365 * 24 {
+            return Err("events retention must be at most 100 years".into());
+        }
+        if Duration::from_millis(self.duplicate_window_ms)
+            > Duration::from_secs(self.stream_max_age_hours.saturating_mul(3600))
+        {
+            return Err("events.duplicate_window_ms must not exceed the stream's max age".into());
+        }
+        Ok(())
+    }
+
+    /// Whether `crm serve` runs a relay.
+    pub fn relay_in_serve(&self) -> bool {
+        self.relay && !self.nats_url.trim().is_empty()
+    }
 }
 
 /// The key that seals tenants' stored credentials (`crm_core::secrets`), e.g. mailbox
@@ -310,6 +429,7 @@ impl Settings {
             return Err("log.format must be text or json".into());
         }
         self.jobs.validate()?;
+        self.events.validate()?;
         self.sealer()?;
         Ok(())
     }
@@ -387,6 +507,26 @@ mod jobs_tests {
             s.sealer().unwrap().is_none(),
             "RS256 and no key: nothing to derive from"
         );
+    }
+
+    #[test]
+    fn event_settings_are_checked() {
+        let bad = |f: fn(&mut Events)| {
+            let mut s = Settings::default();
+            f(&mut s.events);
+            s.validate().unwrap_err()
+        };
+        assert!(bad(|e| e.subject_prefix = "crm.>".into()).contains("events.subject_prefix"));
+        assert!(bad(|e| e.subject_prefix = String::new()).contains("events.subject_prefix"));
+        assert!(bad(|e| e.stream = "a.b".into()).contains("events.stream"));
+        assert!(bad(|e| e.batch_size = 0).contains("events.batch_size"));
+        assert!(bad(|e| e.retry_max_ms = 1).contains("events.retry_max_ms"));
+        let mut e = Events::default();
+        assert!(!e.relay_in_serve(), "no NATS URL, no relay");
+        e.nats_url = "nats://127.0.0.1:4222".into();
+        assert!(e.relay_in_serve());
+        e.subject_prefix = "acme.crm".into();
+        assert_eq!(e.validate(), Ok(()));
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod config;
 pub mod convert;
 pub mod deadline;
 pub mod demo;
+pub mod relay;
 pub mod server;
 pub mod status;
 pub mod trace;

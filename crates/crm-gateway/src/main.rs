@@ -39,6 +39,14 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Publish outbox events to NATS JetStream (events.nats_url) without serving the API:
+    /// the relay `crm serve` runs, as a process of its own, until Ctrl-C or SIGTERM. Also
+    /// prunes published events after events.retention_hours. Migrates the database first.
+    Relay {
+        /// Override events.nats_url, e.g. nats://127.0.0.1:4222.
+        #[arg(long)]
+        nats_url: Option<String>,
+    },
     /// Apply every pending schema migration to database.url and exit.
     Migrate,
     /// Print a development JWT (HS256 with auth.hs256_secret) for a tenant, user and roles.
@@ -156,6 +164,21 @@ async fn run(command: Command, mut settings: Settings) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on {}: {e}", settings.server.listen))?;
             tracing::info!(listen = %settings.server.listen, database = %redact(&settings.database.url), "crm serving");
             crm_gateway::server::serve(settings, listener, shutdown_signal()).await
+        }
+        Command::Relay { nats_url } => {
+            if let Some(u) = nats_url {
+                settings.events.nats_url = u;
+                settings.validate()?;
+            }
+            if settings.events.nats_url.trim().is_empty() {
+                return Err("crm relay needs events.nats_url (or --nats-url)".into());
+            }
+            let db = crm_gateway::server::open_database(&settings).await?;
+            tracing::info!(database = %redact(&settings.database.url), nats = %settings.events.nats_url, "crm relay running");
+            let tasks = crm_gateway::relay::Tasks::start(&db, &settings.events, true);
+            shutdown_signal().await;
+            tasks.stop().await;
+            Ok(())
         }
         Command::Migrate => {
             crm_gateway::server::open_database(&settings).await?;

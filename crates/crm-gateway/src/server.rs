@@ -33,6 +33,7 @@ pub const SERVICES: &[&str] = &[
     "crm.v1.TimelineService",
     "crm.v1.CaseService",
     "crm.v1.MailboxService",
+    "crm.v1.EventService",
     "google.longrunning.Operations",
 ];
 
@@ -91,6 +92,39 @@ impl JobRunner {
         };
         if let Some(r) = runner {
             r.shutdown().await;
+        }
+    }
+}
+
+/// The event relay and the outbox pruner of this replica (`crate::relay`): started once the
+/// database is ready, stopped when the server stops.
+struct EventTasks {
+    settings: crate::config::Events,
+    /// Whether the server has stopped, and the tasks if they were started.
+    state: tokio::sync::Mutex<(bool, Option<crate::relay::Tasks>)>,
+}
+
+impl EventTasks {
+    async fn start(&self, db: &Db) {
+        let mut state = self.state.lock().await;
+        if state.0 {
+            return;
+        }
+        state.1 = Some(crate::relay::Tasks::start(
+            db,
+            &self.settings,
+            self.settings.relay_in_serve(),
+        ));
+    }
+
+    async fn stop(&self) {
+        let tasks = {
+            let mut state = self.state.lock().await;
+            state.0 = true;
+            state.1.take()
+        };
+        if let Some(t) = tasks {
+            t.stop().await;
         }
     }
 }
@@ -192,12 +226,17 @@ pub async fn serve(
         settings: settings.jobs.clone(),
         state: tokio::sync::Mutex::new((false, None)),
     });
+    let events = Arc::new(EventTasks {
+        settings: settings.events.clone(),
+        state: tokio::sync::Mutex::new((false, None)),
+    });
     let db = Arc::new(std::sync::OnceLock::new());
     tokio::spawn(prepare_database(
         settings.clone(),
         db.clone(),
         reporter,
         jobs.clone(),
+        events.clone(),
     ));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let gw = Gateway {
@@ -344,6 +383,10 @@ pub async fn serve(
             .max_decoding_message_size(limit),
         )
         .add_service(
+            v1::event_service_server::EventServiceServer::new(api::events::Events(gw.clone()))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
             v1::audit_service_server::AuditServiceServer::new(api::audit::Audit(gw))
                 .max_decoding_message_size(limit),
         )
@@ -352,6 +395,7 @@ pub async fn serve(
     // In-flight RPCs are drained; now the jobs (handlers told to stop, the unfinished given
     // back to the queue).
     jobs.stop().await;
+    events.stop().await;
     served.map_err(|e| format!("server: {e}"))
 }
 
@@ -369,6 +413,7 @@ async fn prepare_database(
     cell: Arc<std::sync::OnceLock<Db>>,
     reporter: tonic_health::server::HealthReporter,
     jobs: Arc<JobRunner>,
+    events: Arc<EventTasks>,
 ) {
     let mut delay = Duration::from_millis(500);
     let db = loop {
@@ -383,6 +428,7 @@ async fn prepare_database(
     };
     let _ = cell.set(db.clone());
     jobs.start(&db).await;
+    events.start(&db).await;
     watch_database(db, reporter).await;
 }
 

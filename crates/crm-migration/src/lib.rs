@@ -11,6 +11,7 @@ mod m20261124_000002_tag_indexes;
 mod m20261125_000003_jobs;
 mod m20261125_000004_counters;
 mod m20261125_000005_record_keys;
+mod m20261206_000006_outbox_relay;
 
 /// The shared model's migrations, then every schema change the domain crates registered
 /// (`crm_core::registry::RegistryBuilder::schema`), in registration order. Install the registry
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_jobs::Migration),
             Box::new(m20261125_000004_counters::Migration),
             Box::new(m20261125_000005_record_keys::Migration),
+            Box::new(m20261206_000006_outbox_relay::Migration),
         ];
         for change in crm_core::registry::registry().schema_changes() {
             all.push(Box::new(DomainChange(*change)));

@@ -44,6 +44,26 @@ impl Ctx {
         self.scope_condition_of(c, s).await
     }
 
+    /// Which of `ids` (records of `c`, soft-deleted ones included) lie within the caller's
+    /// read scope: for reads of things about records (their events) rather than the
+    /// records themselves. PERMISSION_DENIED when no role grants reading `c` at all.
+    pub async fn readable_ids(&self, c: &Collection, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+        let Some(cond) = self.scope_filter(c, Action::Read).await? else {
+            return Ok(ids.iter().copied().collect());
+        };
+        let found = store::ids_where(
+            &self.db.conn,
+            self.tenant(),
+            c.table,
+            ids,
+            cond,
+            false,
+            false,
+        )
+        .await?;
+        Ok(found.into_iter().collect())
+    }
+
     /// Whether the caller may read field `field` of collection `c`.
     pub fn may_read_field(&self, c: &Collection, field: &str) -> bool {
         self.policy.field_access_in(c.permission, c.name, field) != FieldAccess::Hidden

@@ -566,7 +566,9 @@ impl<'c> Tx<'c> {
     }
 
     pub async fn commit(self) -> Result<()> {
-        self.txn.commit().await
+        self.txn.commit().await?;
+        crate::outbox::wake();
+        Ok(())
     }
 
     /// Creates a record (id chosen here); the answer is masked by the caller's field rules.

@@ -10,6 +10,7 @@ pub mod contacts;
 pub mod custom_fields;
 pub mod directory;
 pub mod duplicates;
+pub mod events;
 pub mod imports;
 pub mod leads;
 mod macros;
