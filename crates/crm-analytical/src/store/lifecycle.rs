@@ -152,24 +152,26 @@ pub async fn run_evaluation(job: JobContext) -> Result<JobOutcome> {
         total: 0,
         counts: BTreeMap::new(),
     };
-    loop {
-        if job.is_cancelled() {
-            return Ok(JobOutcome::Cancelled);
-        }
-        let ids = contact_page(conn, &tenant, cp.after, PAGE).await?;
-        let Some(last) = ids.last().copied() else {
-            break;
-        };
-        let (changed, transitions) = evaluate_page(
-            &ctx,
-            &model,
-            &stage_model,
-            rfm_run,
-            &segments,
-            &ids,
-            p.as_of,
-        )
-        .await?;
+    // While a page's stages are written, the next page's contacts and facts are read (the
+    // reads run outside the write transaction); the checkpoint is the last contact of the
+    // last page written.
+    let evaluation = Evaluation {
+        model: &model,
+        stage_model: &stage_model,
+        rfm_run,
+        segments: &segments,
+        as_of: p.as_of,
+    };
+    let mut ids = contact_page(conn, &tenant, cp.after, PAGE).await?;
+    let mut facts = page_facts(&ctx, rfm_run, &ids, p.as_of).await?;
+    while let Some(last) = ids.last().copied() {
+        let (written, next) =
+            futures::join!(evaluate_page(&ctx, &evaluation, &ids, &facts), async {
+                let next = contact_page(conn, &tenant, Some(last), PAGE).await?;
+                let facts = page_facts(&ctx, rfm_run, &next, p.as_of).await?;
+                Ok::<_, Error>((next, facts))
+            });
+        let (changed, transitions) = written?;
         cp.after = Some(last);
         cp.evaluated += i64::try_from(ids.len()).unwrap_or(0);
         cp.changed += changed;
@@ -179,6 +181,10 @@ pub async fn run_evaluation(job: JobContext) -> Result<JobOutcome> {
         progress.counts.insert("transitions".into(), cp.transitions);
         let saved = serde_json::to_value(&cp).map_err(|e| Error::internal(e.to_string()))?;
         job.save(&saved, &progress).await?;
+        if job.is_cancelled() {
+            return Ok(JobOutcome::Cancelled);
+        }
+        (ids, facts) = next?;
     }
     let mut out = json!({
         "model": format!("lifecycleModels/{}", model.meta.id),
@@ -301,18 +307,30 @@ async fn open_cases(ctx: &Ctx, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>> {
     Ok(out)
 }
 
-/// Evaluates one page in one transaction (stages, transitions and the memberships of the
+/// What an evaluation applies to every page.
+struct Evaluation<'a> {
+    model: &'a Record<LifecycleModel>,
+    stage_model: &'a StageModel,
+    rfm_run: Option<Uuid>,
+    segments: &'a [super::segments::Compiled],
+    as_of: DateTime<Utc>,
+}
+
+/// Evaluates one page, from the facts read for it, in one transaction (stages, transitions and the memberships of the
 /// segments reading stages); returns (customers whose stage changed, transitions written).
 async fn evaluate_page(
     ctx: &Ctx,
-    model: &Record<LifecycleModel>,
-    stage_model: &StageModel,
-    rfm_run: Option<Uuid>,
-    segments: &[super::segments::Compiled],
+    e: &Evaluation<'_>,
     ids: &[Uuid],
-    as_of: DateTime<Utc>,
+    facts: &HashMap<Uuid, LifecycleFacts>,
 ) -> Result<(i64, i64)> {
-    let facts = page_facts(ctx, rfm_run, ids, as_of).await?;
+    let Evaluation {
+        model,
+        stage_model,
+        rfm_run,
+        segments,
+        as_of,
+    } = *e;
     let tx = ctx.begin().await?;
     // Evaluations take turns page by page: a page reads the stages the other wrote.
     tx.lock_counter("lifecycle-evaluation").await?;
