@@ -886,8 +886,10 @@ impl<'c> Tx<'c> {
     /// the database work done for all of them together: the references of every record looked
     /// up at once per target collection, and the rows, audit records and events inserted many
     /// per statement. An error names the record (`items[3].contact`) and nothing of the call
-    /// is kept (the transaction is rolled back when it is dropped uncommitted). Records of a
-    /// tree (a [`Resource::TREE_PARENT`]) are written one at a time, for the cycle checks.
+    /// is kept (the transaction is rolled back when it is dropped uncommitted). References
+    /// are checked before any of the records is written, so records of one call cannot refer
+    /// to each other; records of a tree (a [`Resource::TREE_PARENT`]) are written one at a
+    /// time, for the cycle checks, and may.
     pub async fn create_many<R: Resource>(&self, items: Vec<(Uuid, R)>) -> Result<usize> {
         self.bulk_insert(items, false).await
     }
