@@ -3,7 +3,7 @@
 
 use super::Gateway;
 use crate::convert::{json_value, ts};
-use crate::status::{OrStatus, status};
+use crate::status::OrStatus;
 use crm_api::v1 as pb;
 use crm_api::v1::event_service_server::EventService;
 use crm_core::error::{Error, Result};
@@ -235,23 +235,10 @@ async fn watch(
     while !tx.is_closed() && started.elapsed() < WATCH_MAX {
         let mut from = low;
         loop {
-            let page =
-                tokio::time::timeout(Duration::from_secs(10), poll(&ctx, &w, from, &mut seen))
-                    .await;
-            let (events, last, full) = match page {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    let _ = tx.send(Err(status(e))).await;
-                    return;
-                }
-                Err(_) => {
-                    let _ = tx
-                        .send(Err(status(Error::unavailable(
-                            "the database did not answer the watch's poll",
-                        ))))
-                        .await;
-                    return;
-                }
+            let Some((events, last, full)) =
+                super::watch_poll(&tx, poll(&ctx, &w, from, &mut seen)).await
+            else {
+                return;
             };
             for e in events {
                 if tx.send(Ok(e)).await.is_err() {

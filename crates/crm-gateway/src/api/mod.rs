@@ -245,6 +245,24 @@ pub fn params(page_size: i32, page_token: String, filter: String, order_by: Stri
     }
 }
 
+/// How long a streaming watch waits for one poll of the database.
+pub(crate) const WATCH_POLL_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One poll of a streaming watch, bounded by [`WATCH_POLL_BOUND`]: its value, or `None` once
+/// its error (UNAVAILABLE when the database did not answer in time) was sent to the client.
+pub(crate) async fn watch_poll<T, M>(
+    tx: &tokio::sync::mpsc::Sender<std::result::Result<M, Status>>,
+    poll: impl std::future::Future<Output = Result<T>>,
+) -> Option<T> {
+    let e = match tokio::time::timeout(WATCH_POLL_BOUND, poll).await {
+        Ok(Ok(v)) => return Some(v),
+        Ok(Err(e)) => e,
+        Err(_) => Error::unavailable("the database did not answer the watch's poll"),
+    };
+    let _ = tx.send(Err(status(e))).await;
+    None
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

@@ -2,7 +2,7 @@
 
 use super::{Gateway, Wire};
 use crate::convert::{from_ts, hidden, name, opt_ts, reference, ts};
-use crate::status::{OrStatus, status};
+use crate::status::OrStatus;
 use crm_api::v1 as pb;
 use crm_api::v1::timeline_service_server::TimelineService;
 use crm_collaborative::calls::{CallDirection, CallOutcome, RawCallRecord};
@@ -325,25 +325,10 @@ async fn watch(
     let overlap = chrono::Duration::milliseconds(WATCH_OVERLAP_MS);
     let mut from = since - overlap;
     while !tx.is_closed() && started.elapsed() < WATCH_MAX {
-        let poll = tokio::time::timeout(
-            Duration::from_secs(10),
-            intake::recorded_since(&ctx, &filter, from, 200),
-        )
-        .await;
-        let rows = match poll {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
-                let _ = tx.send(Err(status(e))).await;
-                return;
-            }
-            Err(_) => {
-                let _ = tx
-                    .send(Err(status(Error::unavailable(
-                        "the database did not answer the watch's poll",
-                    ))))
-                    .await;
-                return;
-            }
+        let Some(rows) =
+            super::watch_poll(&tx, intake::recorded_since(&ctx, &filter, from, 200)).await
+        else {
+            return;
         };
         let full = rows.len() >= 200;
         for r in rows {
