@@ -2246,7 +2246,100 @@ async fn the_demo_manager_builds_segments_and_the_rep_does_not(backend: Backend)
     );
 }
 
+/// An attempt that died after writing some results (in batches cut elsewhere than the next
+/// attempt cuts them): the next attempt writes every other result, and none twice.
+async fn a_retried_run_writes_each_missing_result_once(backend: Backend) {
+    use crm_analytical::store::RfmResult;
+    use crm_analytical::store::rfm_runs::{self, RFM_JOB, result_id};
+    use crm_core::jobs::{JobContext, JobHandlers};
+    let s = server_without_jobs(backend).await;
+    s.tenant("acme").await;
+    let t = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let seeded = seed(&s, "acme").await;
+    let op = s
+        .analytics()
+        .start_rfm_run(req(
+            &t,
+            StartRfmRunRequest {
+                config: String::new(),
+                period_start_time: Some(pts(period_from())),
+                as_of_time: Some(pts(as_of())),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (b, d) = (seeded.b, seeded.d);
+    let mut h = JobHandlers::new();
+    h.register(RFM_JOB, move |job: JobContext| async move {
+        if job.attempt == 1 {
+            // What an earlier attempt left: the results of two customers, then a crash.
+            let payload: serde_json::Value = job.payload_as()?;
+            let run = payload
+                .get("run")
+                .and_then(|v| v.as_str())
+                .and_then(|v| Uuid::try_parse(v).ok())
+                .ok_or_else(|| crm_core::error::Error::internal("no run"))?;
+            let ctx = job.system_ctx(None);
+            let tx = ctx.begin().await?;
+            let earlier = [b, d]
+                .into_iter()
+                .map(|c| {
+                    (
+                        result_id(run, c),
+                        RfmResult {
+                            run: Some(run),
+                            customer: Some(c),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect();
+            tx.create_many_as_system(earlier).await?;
+            tx.commit().await?;
+            return Err(crm_core::error::Error::unavailable("the attempt died"));
+        }
+        rfm_runs::run_job(job).await
+    })
+    .unwrap();
+    let r = crm_core::jobs::Runner::start(
+        s.db.clone(),
+        std::sync::Arc::new(crm_core::clock::SystemClock),
+        h,
+        crm_core::jobs::RunnerSettings {
+            poll_interval: std::time::Duration::from_millis(50),
+            retry_base: std::time::Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
+    let done = wait(&s, &t, &op.name).await;
+    r.shutdown().await;
+    assert!(
+        matches!(done.result, Some(lro::operation::Result::Response(_))),
+        "{done:?}"
+    );
+    // Five contacts, five results: the two of the first attempt kept, three written now.
+    assert_eq!(s.count("rfm_results", "acme").await, 5);
+    let rows =
+        s.db.conn
+            .query_all_raw(Statement::from_string(
+                s.db.conn.get_database_backend(),
+                "SELECT customer_id FROM rfm_results",
+            ))
+            .await
+            .unwrap();
+    let customers: BTreeSet<Uuid> = rows
+        .iter()
+        .map(|r| r.try_get::<Uuid>("", "customer_id").unwrap())
+        .collect();
+    assert_eq!(
+        customers,
+        BTreeSet::from([seeded.a, seeded.b, seeded.c, seeded.d, seeded.e])
+    );
+}
+
 both!(
+    a_retried_run_writes_each_missing_result_once,
     the_demo_manager_builds_segments_and_the_rep_does_not,
     a_cancelled_run_is_never_read,
     rfm_runs_are_operations_with_hand_checked_results,

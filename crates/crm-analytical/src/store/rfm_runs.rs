@@ -25,7 +25,7 @@ use chrono::{DateTime, Duration, Utc};
 use crm_core::error::{Error, ErrorKind, Result};
 use crm_core::jobs::rules::Interrupt;
 use crm_core::jobs::{self, JobContext, JobError, JobOutcome, OnDuplicate, Progress};
-use crm_core::resource::{Page, Record};
+use crm_core::resource::{Page, Record, Resource};
 use crm_core::service::{Ctx, ListParams};
 use futures::{StreamExt, TryStreamExt};
 use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, Order, Query, SelectStatement};
@@ -78,8 +78,13 @@ struct Payload {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Checkpoint {
-    /// Result batches written.
+    /// Result batches written (by this attempt and those before it).
     batches: usize,
+    /// The last customer (in id order) of the batches written in order: a later attempt
+    /// writes the results of the customers after it. Batches are not counted instead, as
+    /// contacts made or deleted between attempts move the batches' bounds.
+    #[serde(default)]
+    through: Option<Uuid>,
 }
 
 pub(crate) fn ops_id(operation: &str) -> Option<Uuid> {
@@ -328,9 +333,27 @@ async fn finish(
     tx.commit().await
 }
 
-/// A result's id: the same for the same run and customer, so a batch written again by a
+/// The ids among `ids` of results already stored (by an earlier attempt of the run).
+async fn existing_results<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    ids: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>> {
+    let mut q = Query::select();
+    q.column("id")
+        .from(RfmResult::TABLE)
+        .and_where(Expr::col("tenant_id").eq(tenant))
+        .and_where(Expr::col("id").is_in(ids.iter().copied()));
+    conn.query_all(&q)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<Uuid>("", "id").map_err(Error::from))
+        .collect()
+}
+
+/// A result's id: the same for the same run and customer, so a result written again by a
 /// later attempt is recognised (ALREADY_EXISTS) instead of doubled.
-fn result_id(run: Uuid, customer: Uuid) -> Uuid {
+pub fn result_id(run: Uuid, customer: Uuid) -> Uuid {
     let bits = run.as_u128() ^ customer.as_u128().rotate_left(64);
     uuid::Builder::from_custom_bytes(bits.to_be_bytes()).into_uuid()
 }
@@ -446,7 +469,15 @@ async fn compute(job: &JobContext, ctx: &Ctx, run: &Record<RfmRun>) -> Result<Op
     //    database stores another. Batches complete in order; the checkpoint counts them.
     let checkpoint: Checkpoint = job.checkpoint_as()?.unwrap_or_default();
     let run_id = run.meta.id;
-    let mut pairs = scored.into_iter().zip(values);
+    let through = checkpoint.through;
+    let done_before = scored
+        .iter()
+        .filter(|c| through.is_some_and(|t| c.customer <= t))
+        .count();
+    let mut pairs = scored
+        .into_iter()
+        .zip(values)
+        .filter(move |(c, _)| through.is_none_or(|t| c.customer > t));
     let made = std::iter::from_fn(move || {
         let batch: Vec<(Uuid, RfmResult)> = pairs
             .by_ref()
@@ -455,28 +486,43 @@ async fn compute(job: &JobContext, ctx: &Ctx, run: &Record<RfmRun>) -> Result<Op
             .collect();
         (!batch.is_empty()).then_some(batch)
     });
-    let writes = futures::stream::iter(made.enumerate())
-        .map(|(i, batch)| async move {
+    let retry = job.attempt > 1;
+    let writes = futures::stream::iter(made)
+        .map(|batch: Vec<(Uuid, RfmResult)>| async move {
             let n = i64::try_from(batch.len()).unwrap_or(0);
-            if i >= checkpoint.batches {
-                match ctx.create_many(batch).await {
-                    Ok(_) => {}
-                    // Written by an earlier attempt that died before its checkpoint.
-                    Err(e) if e.kind == ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e),
-                }
+            let last = batch.last().and_then(|(_, r)| r.customer);
+            // A later attempt may find some written by an earlier one (which may have cut
+            // its batches elsewhere, if contacts came or went in between): the others now.
+            let batch = if retry {
+                let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
+                let have = existing_results(&ctx.db.conn, ctx.tenant(), &ids).await?;
+                batch
+                    .into_iter()
+                    .filter(|(id, _)| !have.contains(id))
+                    .collect()
+            } else {
+                batch
+            };
+            if !batch.is_empty() {
+                ctx.create_many(batch).await?;
             }
-            Ok(n)
+            Ok::<_, Error>((n, last))
         })
         .buffered(WRITERS);
     let mut writes = std::pin::pin!(writes);
-    let (mut batches, mut written) = (0usize, 0i64);
-    while let Some(n) = writes.try_next().await? {
+    let (mut batches, mut written) = (
+        checkpoint.batches,
+        i64::try_from(done_before).unwrap_or(i64::MAX),
+    );
+    while let Some((n, last)) = writes.try_next().await? {
         batches += 1;
         written += n;
         progress.done = written;
-        let cp = serde_json::to_value(Checkpoint { batches })
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let cp = serde_json::to_value(Checkpoint {
+            batches,
+            through: last.or(checkpoint.through),
+        })
+        .map_err(|e| Error::internal(e.to_string()))?;
         job.save(&cp, &progress).await?;
         if stopped(job) {
             return Ok(None);
