@@ -518,9 +518,116 @@ async fn record_keys_and_counters(backend: Backend) {
     tx.commit().await.unwrap();
     let tx = other.begin().await.unwrap();
     assert_eq!(tx.take_ticket("tickets").await.unwrap(), 1);
+    drop(tx);
+
+    // Additions at commit: counted in by this transaction's reads, applied at commit once,
+    // summed; gone with a rollback; dropped by a set.
+    let tx = ctx.begin().await.unwrap();
+    tx.add_to_counter_at_commit("load:b", 2);
+    tx.add_to_counter_at_commit("load:a", 1);
+    tx.add_to_counter_at_commit("load:a", 1);
+    assert_eq!(tx.pending_counter("load:a"), Some(2));
+    assert_eq!(tx.pending_counter("load:c"), None);
+    let seen = tx
+        .counters(&k(&["load:a", "load:b", "load:c"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (seen.get("load:a"), seen.get("load:b")),
+        (Some(&2), Some(&2))
+    );
+    assert_eq!(seen.get("load:c"), None);
+    assert_eq!(tx.lock_counter("load:a").await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    let tx = ctx.begin().await.unwrap();
+    let stored = tx.counters(&k(&["load:a", "load:b"])).await.unwrap();
+    assert_eq!(
+        (stored.get("load:a"), stored.get("load:b")),
+        (Some(&2), Some(&2))
+    );
+    tx.add_to_counter_at_commit("load:a", 5);
+    drop(tx);
+    let tx = ctx.begin().await.unwrap();
+    assert_eq!(tx.lock_counter("load:a").await.unwrap(), 2);
+    tx.add_to_counter_at_commit("load:a", 5);
+    tx.set_counter("load:a", 10).await.unwrap();
+    assert_eq!(tx.pending_counter("load:a"), None);
+    tx.commit().await.unwrap();
+    let tx = ctx.begin().await.unwrap();
+    assert_eq!(tx.lock_counter("load:a").await.unwrap(), 10);
+}
+
+/// Configuration read through `Tx::find_cached` (and `crm_core::active::active`): kept for
+/// a moment, yet a write committed through the same database handle is seen at once, a
+/// transaction sees its own writes, and a rolled-back write changes nothing.
+async fn cached_configuration_follows_writes(backend: Backend) {
+    use crm_core::model::Territory;
+    use sea_orm::sea_query::Condition;
+    let s = TestServer::start(backend).await;
+    s.tenant("t").await;
+    let ctx = admin(&s);
+    let names = |v: &[crm_core::resource::Record<Territory>]| {
+        v.iter()
+            .map(|t| t.data.display_name.clone())
+            .collect::<Vec<_>>()
+    };
+    let read = || async {
+        let tx = ctx.begin().await.unwrap();
+        let v = tx
+            .find_cached::<Territory>("tree", Condition::all(), 100)
+            .await
+            .unwrap();
+        names(&v)
+    };
+    assert!(read().await.is_empty());
+    let made = ctx
+        .create(
+            Territory {
+                display_name: "North".into(),
+                ..Default::default()
+            },
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(read().await, ["North"]);
+    // Within the writing transaction: its own write; after a rollback: as before.
+    let tx = ctx.begin().await.unwrap();
+    tx.create(Territory {
+        display_name: "South".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let inside = tx
+        .find_cached::<Territory>("tree", Condition::all(), 100)
+        .await
+        .unwrap();
+    assert_eq!(names(&inside).len(), 2);
+    drop(tx);
+    assert_eq!(read().await, ["North"]);
+    // An update and a delete are seen at once.
+    ctx.update(
+        made.meta.id,
+        Territory {
+            display_name: "Nord".into(),
+            ..Default::default()
+        },
+        &["display_name".to_owned()],
+        &made.meta.etag(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read().await, ["Nord"]);
+    let now = ctx.get::<Territory>(made.meta.id).await.unwrap();
+    ctx.delete::<Territory>(made.meta.id, &now.meta.etag())
+        .await
+        .unwrap();
+    assert!(read().await.is_empty());
 }
 
 both!(
+    cached_configuration_follows_writes,
     record_keys_and_counters,
     bulk_creates_check_each_record_and_journal_each,
     composed_writes_commit_together,

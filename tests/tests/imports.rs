@@ -911,7 +911,9 @@ async fn a_crashed_import_resumes_with_each_row_once(backend: Backend) {
 }
 
 async fn duplicates_are_flagged_or_blocked(backend: Backend) {
-    let s = TestServer::start(backend).await;
+    // Policies are written through the test's own connection, which the gateway's
+    // configuration cache does not hear of (as another replica's writes): no cache here.
+    let s = TestServer::start_with(backend, |s| s.database.config_cache_ms = 0).await;
     s.tenant("acme").await;
     let t = s.token("acme", Uuid::now_v7(), &["admin"]);
     let admin = s.admin_ctx("acme");

@@ -1302,6 +1302,7 @@ async fn a_database_cut_returns_claimed_jobs_to_the_queue() {
         crm_core::db::DbOptions {
             max_connections: 2,
             statement_timeout: Duration::from_millis(500),
+            ..Default::default()
         },
     )
     .await

@@ -124,6 +124,7 @@ pub async fn seed(a: SeedArgs) -> Result<(), Box<dyn std::error::Error>> {
         DbOptions {
             max_connections: 2,
             statement_timeout: Duration::from_secs(3600),
+            ..DbOptions::default()
         },
     )
     .await?;

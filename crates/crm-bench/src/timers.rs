@@ -114,6 +114,7 @@ async fn connect(url: &str, connections: u32) -> Result<Db, Failure> {
     let options = DbOptions {
         max_connections: connections,
         statement_timeout: Duration::from_secs(30),
+        ..DbOptions::default()
     };
     Ok(Db::connect_with(url, options).await?)
 }

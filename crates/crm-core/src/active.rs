@@ -8,13 +8,19 @@ use crate::service::Tx;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use uuid::Uuid;
 
-/// The tenant's active record of `R`, read as the system inside the transaction.
+/// The tenant's active record of `R`, read as the system inside the transaction, kept
+/// per process for a moment ([`Tx::find_cached`]: a change through this replica is seen at
+/// once, through another within the configured cache time).
 pub async fn active<R: Resource>(tx: &Tx<'_>) -> Result<Option<Record<R>>> {
     Ok(tx
-        .find::<R>(Condition::all().add(Expr::col("active").eq(true)), 1)
+        .find_cached::<R>(
+            "active",
+            Condition::all().add(Expr::col("active").eq(true)),
+            1,
+        )
         .await?
-        .into_iter()
-        .next())
+        .first()
+        .cloned())
 }
 
 /// Switches off every active record of `R` but `id`, by writing `off` (a record whose

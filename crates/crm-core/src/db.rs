@@ -1,5 +1,6 @@
 //! The database handle: SQLite (embedded default) or PostgreSQL, one API.
 
+use crate::cache::ConfigCache;
 use crate::error::{Error, Result};
 use crate::secrets::Sealer;
 use sea_orm::{
@@ -25,13 +26,21 @@ pub struct DbOptions {
     /// network partition sends no reset) fails with UNAVAILABLE in this time instead of
     /// hanging. The gateway also bounds every RPC by it (`crm_gateway::deadline`).
     pub statement_timeout: Duration,
+    /// How long configuration read on hot write paths is kept in this process
+    /// ([`crate::cache`]); zero keeps nothing. A write through this `Db` is seen at once;
+    /// another replica's within this time.
+    pub config_cache: Duration,
 }
+
+/// The default of [`DbOptions::config_cache`].
+pub const DEFAULT_CONFIG_CACHE: Duration = Duration::from_secs(1);
 
 impl Default for DbOptions {
     fn default() -> Self {
         Self {
             max_connections: 16,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            config_cache: DEFAULT_CONFIG_CACHE,
         }
     }
 }
@@ -60,6 +69,8 @@ pub struct Db {
     side: Option<DatabaseConnection>,
     /// The operator's key for sealed secrets ([`crate::secrets`]), when configured.
     sealer: Option<Arc<Sealer>>,
+    /// Configuration kept for a moment ([`crate::cache`]).
+    cache: Arc<ConfigCache>,
 }
 
 /// Connections of [`Db::side`].
@@ -138,7 +149,13 @@ impl Db {
             timeout,
             side,
             sealer: None,
+            cache: Arc::new(ConfigCache::new(options.config_cache)),
         })
+    }
+
+    /// The configuration cache of this handle and its clones ([`crate::cache`]).
+    pub fn config_cache(&self) -> &ConfigCache {
+        &self.cache
     }
 
     /// This handle with `sealer` for sealed secrets ([`crate::secrets`]).

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod active;
 pub mod auth;
+pub mod cache;
 pub mod clock;
 pub mod codec;
 pub mod db;

@@ -189,6 +189,11 @@ pub struct Database {
     /// In a network partition the database sends no reset, so these bounds (not TCP) are
     /// what turn a hang into a prompt UNAVAILABLE. At least 100.
     pub statement_timeout_ms: u64,
+    /// How long a replica reuses tenant configuration it read on hot write paths (the
+    /// active duplicate, grading and routing policies, territory and product-group trees):
+    /// a change made through this replica is used at once, one made through another replica
+    /// within this time. `0` re-reads on every write. Default 1000.
+    pub config_cache_ms: u64,
 }
 
 impl Database {
@@ -197,6 +202,7 @@ impl Database {
         crm_core::db::DbOptions {
             max_connections: self.max_connections,
             statement_timeout: self.statement_timeout(),
+            config_cache: std::time::Duration::from_millis(self.config_cache_ms),
         }
     }
 
@@ -345,6 +351,7 @@ impl Default for Database {
             url: "sqlite://crm.db?mode=rwc".into(),
             max_connections: 16,
             statement_timeout_ms: 5000,
+            config_cache_ms: 1000,
         }
     }
 }

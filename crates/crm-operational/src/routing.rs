@@ -332,10 +332,12 @@ async fn profile(tx: &Tx<'_>, lead: &Lead) -> Result<LeadProfile> {
     let region = lead.region.trim().to_lowercase();
     if !region.is_empty() || lead.territory.is_some() {
         // The tenant's territory tree, read once: the matches and their depths come from it.
-        let all = tx.find::<Territory>(Condition::all(), MAX_TREE).await?;
+        let all = tx
+            .find_cached::<Territory>("tree", Condition::all(), MAX_TREE)
+            .await?;
         let parent: HashMap<Uuid, Option<Uuid>> =
             all.iter().map(|t| (t.meta.id, t.data.parent)).collect();
-        for t in &all {
+        for t in all.iter() {
             let in_region = !region.is_empty() && t.data.regions.contains(&region);
             if in_region || lead.territory == Some(t.meta.id) {
                 territories.push(TerritoryHit {
@@ -353,7 +355,9 @@ async fn profile(tx: &Tx<'_>, lead: &Lead) -> Result<LeadProfile> {
                 100,
             )
             .await?;
-        let groups = tx.find::<ProductGroup>(Condition::all(), MAX_TREE).await?;
+        let groups = tx
+            .find_cached::<ProductGroup>("tree", Condition::all(), MAX_TREE)
+            .await?;
         let parent: HashMap<Uuid, Option<Uuid>> =
             groups.iter().map(|g| (g.meta.id, g.data.parent)).collect();
         for p in products {
@@ -415,14 +419,21 @@ async fn workload(tx: &Tx<'_>, ids: &BTreeSet<Uuid>) -> Result<Workload> {
         return Ok(w);
     }
     let list: Vec<Uuid> = ids.iter().copied().collect();
+    // The candidates' records change rarely (kept for a moment, per process); their loads
+    // with every lead (read each time).
+    let key = list.iter().fold(String::from("ids:"), |mut k, id| {
+        k.push_str(&id.simple().to_string());
+        k
+    });
     let users = tx
-        .find::<User>(
+        .find_cached::<User>(
+            &key,
             Condition::all().add(Expr::col("id").is_in(list.clone())),
             10_000,
         )
         .await?;
     let loads = loads(tx, &list).await?;
-    for u in users {
+    for u in users.iter() {
         w.candidates.insert(
             u.meta.id,
             CandidateStatus {
@@ -481,8 +492,9 @@ fn open_owner(o: &serde_json::Map<String, serde_json::Value>) -> Option<Uuid> {
 }
 
 /// Write observer of leads: keeps each owner's open-lead counter ([`load_key`]) with the
-/// write. It runs after the lead's row, audit record and event, so the counter (locked by
-/// the change until commit) is held for as short a time as the transaction allows.
+/// write. The change is applied at commit ([`Tx::add_to_counter_at_commit`]), so the
+/// counter is held only for the commit, and a transaction writing many leads (an import
+/// batch) changes each owner's counter once, in key order, never deadlocking with another.
 pub fn keep_load<'a>(tx: &'a Tx<'a>, e: crm_core::registry::WriteEvent<'a>) -> HookFuture<'a> {
     Box::pin(async move {
         use crm_core::journal::AuditAction as A;
@@ -501,7 +513,10 @@ pub fn keep_load<'a>(tx: &'a Tx<'a>, e: crm_core::registry::WriteEvent<'a>) -> H
         for (owner, delta) in [(before, -1), (after, 1)] {
             let Some(owner) = owner else { continue };
             let key = load_key(owner);
-            if tx.counters(std::slice::from_ref(&key)).await?.is_empty() {
+            // A counter this transaction already adds to exists.
+            if tx.pending_counter(&key).is_none()
+                && tx.counters(std::slice::from_ref(&key)).await?.is_empty()
+            {
                 // Counted now, this write included: nothing to add.
                 let n = open_leads(tx, &[owner])
                     .await?
@@ -512,7 +527,7 @@ pub fn keep_load<'a>(tx: &'a Tx<'a>, e: crm_core::registry::WriteEvent<'a>) -> H
                     continue;
                 }
             }
-            tx.add_to_counter(&key, delta).await?;
+            tx.add_to_counter_at_commit(&key, delta);
         }
         Ok(())
     })

@@ -303,6 +303,8 @@ impl Ctx {
         Ok(Tx {
             ctx: self,
             txn: self.db.begin_write().await?,
+            written: std::sync::Mutex::new(Vec::new()),
+            deferred: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -550,6 +552,10 @@ pub struct KeyMatches {
 pub struct Tx<'c> {
     ctx: &'c Ctx,
     txn: WriteTxn,
+    /// Collections written so far, for the configuration cache ([`crate::cache`]).
+    written: std::sync::Mutex<Vec<&'static str>>,
+    /// Counter additions applied at commit, in key order ([`Tx::add_to_counter_at_commit`]).
+    deferred: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 impl<'c> Tx<'c> {
@@ -566,9 +572,59 @@ impl<'c> Tx<'c> {
     }
 
     pub async fn commit(self) -> Result<()> {
+        let deferred = self
+            .deferred
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .map_err(|_| Error::internal("counter additions were lost"))?;
+        for (key, delta) in deferred {
+            if delta != 0 {
+                self.upsert_counter(&key, delta, delta, false).await?;
+            }
+        }
         self.txn.commit().await?;
         crate::outbox::wake();
+        if let Ok(written) = self.written.lock() {
+            let cache = self.ctx.db.config_cache();
+            for c in written.iter() {
+                cache.written(self.ctx.tenant(), c);
+            }
+        }
         Ok(())
+    }
+
+    /// Whether this transaction wrote a record of `collection`.
+    fn has_written(&self, collection: &str) -> bool {
+        self.written
+            .lock()
+            .map_or(true, |w| w.contains(&collection))
+    }
+
+    /// [`Tx::find`] for tenant configuration read on hot write paths (the active policy of
+    /// its kind, a small tree), kept per process for a moment ([`crate::cache`]): the same
+    /// `key` must always stand for the same `cond` and `limit`. A transaction that wrote
+    /// `R` itself reads the database, so it sees its own writes; a write committed through
+    /// the same [`Db`](crate::db::Db) is seen at once, one through another replica within
+    /// the configured cache time.
+    pub async fn find_cached<R: Resource>(
+        &self,
+        key: &str,
+        cond: Condition,
+        limit: u64,
+    ) -> Result<Arc<Vec<Record<R>>>> {
+        if self.has_written(R::COLLECTION) {
+            return Ok(Arc::new(self.find::<R>(cond, limit).await?));
+        }
+        let cache = self.ctx.db.config_cache();
+        let tenant = self.ctx.tenant();
+        match cache.get::<Vec<Record<R>>>(tenant, R::COLLECTION, key) {
+            Ok(v) => Ok(v),
+            Err(ticket) => {
+                let v = Arc::new(self.find::<R>(cond, limit).await?);
+                cache.put(tenant, R::COLLECTION, key, ticket, v.clone());
+                Ok(v)
+            }
+        }
     }
 
     /// Creates a record (id chosen here); the answer is masked by the caller's field rules.
@@ -620,7 +676,30 @@ impl<'c> Tx<'c> {
     /// interleave with others of their kind: round-robin assignment, capacity limits,
     /// numbering. Store the next value with [`Tx::set_counter`].
     pub async fn lock_counter(&self, key: &str) -> Result<i64> {
-        self.upsert_counter(key, 0, 0, false).await
+        Ok(self.upsert_counter(key, 0, 0, false).await? + self.pending(key))
+    }
+
+    /// What [`Tx::add_to_counter_at_commit`] will still add to `key`.
+    fn pending(&self, key: &str) -> i64 {
+        self.pending_counter(key).unwrap_or(0)
+    }
+
+    /// What this transaction adds to the counter `key` at commit, if it adds to it.
+    pub fn pending_counter(&self, key: &str) -> Option<i64> {
+        self.deferred.lock().ok().and_then(|d| d.get(key).copied())
+    }
+
+    /// Adds `delta` to the tenant's counter `key` (a new counter starts at 0) when this
+    /// transaction commits: the additions of a transaction are summed per key and applied
+    /// just before the commit, in key order, so a transaction that adds to many counters
+    /// (an import batch touching the loads of many owners) holds their rows only for the
+    /// commit and never deadlocks with another doing the same in another order. Until then
+    /// [`Tx::counters`] and [`Tx::lock_counter`] count them in; [`Tx::set_counter`] drops
+    /// them.
+    pub fn add_to_counter_at_commit(&self, key: &str, delta: i64) {
+        if let Ok(mut d) = self.deferred.lock() {
+            *d.entry(key.to_owned()).or_insert(0) += delta;
+        }
     }
 
     /// `INSERT` the tenant's counter `key` at `start`, or add `delta` to it, and return its
@@ -661,6 +740,9 @@ impl<'c> Tx<'c> {
 
     /// Stores a counter's next value with this transaction (see [`Tx::lock_counter`]).
     pub async fn set_counter(&self, key: &str, value: i64) -> Result<()> {
+        if let Ok(mut d) = self.deferred.lock() {
+            d.remove(key);
+        }
         let mut q = Query::update();
         q.table(col("counters"))
             .value(col("value"), value)
@@ -702,7 +784,8 @@ impl<'c> Tx<'c> {
         Ok(self.conn().execute(&q).await?.rows_affected() == 1)
     }
 
-    /// The current values of the tenant's counters `keys` that exist (read, not locked).
+    /// The current values of the tenant's counters `keys` that exist (read, not locked),
+    /// with what this transaction adds at commit.
     pub async fn counters(&self, keys: &[String]) -> Result<HashMap<String, i64>> {
         if keys.is_empty() {
             return Ok(HashMap::new());
@@ -712,7 +795,8 @@ impl<'c> Tx<'c> {
             .from(col("counters"))
             .and_where(Expr::col(col("tenant_id")).eq(self.ctx.tenant()))
             .and_where(Expr::col(col("counter_key")).is_in(keys.iter().map(String::as_str)));
-        self.conn()
+        let mut values = self
+            .conn()
             .query_all(&q)
             .await?
             .iter()
@@ -722,7 +806,15 @@ impl<'c> Tx<'c> {
                     r.try_get::<i64>("", "value")?,
                 ))
             })
-            .collect()
+            .collect::<Result<HashMap<String, i64>>>()?;
+        if let Ok(d) = self.deferred.lock() {
+            for k in keys {
+                if let Some(delta) = d.get(k) {
+                    *values.entry(k.clone()).or_insert(0) += delta;
+                }
+            }
+        }
+        Ok(values)
     }
 
     /// Updates a record (see [`Ctx::update`]).
@@ -1239,6 +1331,11 @@ impl<'c> Tx<'c> {
         record: &Map<String, Json>,
         old: Option<&Map<String, Json>>,
     ) -> Result<()> {
+        if let Ok(mut w) = self.written.lock()
+            && !w.contains(&R::COLLECTION)
+        {
+            w.push(R::COLLECTION);
+        }
         for observe in crate::registry::registry().observers_of(R::COLLECTION) {
             let event = crate::registry::WriteEvent {
                 collection: R::COLLECTION,

@@ -365,6 +365,9 @@ impl Resource for ImportRow {
     const TABLE: &'static str = "import_rows";
     const SCOPE_PARENT: Option<(&'static str, &'static str)> = Some(("import_id", "imports"));
     const DEFAULT_ORDER: &'static str = "row_number";
+    /// A row result is the import's output, written by its job: the import's own record
+    /// is audited and evented, its rows are not one by one.
+    const DERIVED: bool = true;
     const FIELDS: &'static [FieldSpec] = &[
         FieldSpec::new("import", "import_id", Kind::Ref("imports"))
             .filter()

@@ -49,8 +49,9 @@ use crm_core::model::custom_field::{self, CustomFieldDefinition};
 use crm_core::model::{Account, Contact};
 use crm_core::resource::{Collection, Page, Record, Resource};
 use crm_core::service::{Ctx, ListParams, Tx};
+use futures::StreamExt;
 use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, Order, Query};
+use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
@@ -58,6 +59,11 @@ use uuid::Uuid;
 
 /// The job kind of an import.
 pub const IMPORT_JOB: &str = "crm.operational.import";
+/// Batches of contacts or accounts written at once, each in its own transaction. Leads are
+/// written one batch after another: each new lead is checked for duplicates against every
+/// lead written before it, also those of the file's earlier rows, which a batch still in
+/// flight would hide.
+const BATCHES_IN_FLIGHT: usize = 3;
 /// Rows per transaction unless the import says otherwise.
 pub const DEFAULT_BATCH_ROWS: u32 = 200;
 /// The most rows per transaction.
@@ -571,28 +577,23 @@ impl Writer<'_> {
         }
     }
 
-    /// Writes a batch: one transaction, or one per row when the engine refuses a row.
-    async fn write(&self, rows: &[RawRow], stats: &mut ImportStats) -> Result<()> {
+    /// Writes a batch: one transaction, or one per row when the engine refuses a row;
+    /// returns the batch's counts.
+    async fn write(&self, rows: &[RawRow]) -> Result<ImportStats> {
         let plans: Vec<Plan> = rows
             .iter()
             .map(|r| plan_row(self.target, self.mapping, self.defs, r))
             .collect();
         let mut batch = ImportStats::default();
-        match self.write_together(rows, &plans, &mut batch).await? {
-            true => {}
-            false => {
-                batch = ImportStats::default();
-                self.write_one_by_one(rows, &plans, &mut batch).await?;
-            }
+        if !self.write_together(rows, &plans, &mut batch).await? {
+            batch = ImportStats::default();
+            self.write_one_by_one(rows, &plans, &mut batch).await?;
         }
-        stats.read += batch.read;
-        stats.created += batch.created;
-        stats.flagged += batch.flagged;
-        stats.rejected += batch.rejected;
-        Ok(())
+        Ok(batch)
     }
 
-    /// The batch in one transaction; false (nothing written) when the engine refused a row.
+    /// The batch in one transaction, its row results inserted together; false (nothing
+    /// written) when the engine refused a row.
     async fn write_together(
         &self,
         rows: &[RawRow],
@@ -600,6 +601,7 @@ impl Writer<'_> {
         stats: &mut ImportStats,
     ) -> Result<bool> {
         let tx = self.ctx.begin().await?;
+        let mut results = Vec::with_capacity(rows.len());
         for (row, plan) in rows.iter().zip(plans) {
             let result = match plan {
                 Ok((obj, warnings)) => match create_record(&tx, self.target, obj).await {
@@ -610,8 +612,9 @@ impl Writer<'_> {
                 Err(issues) => self.rejected(row, issues.clone()),
             };
             count(stats, result.outcome);
-            tx.create(result).await?;
+            results.push((crm_core::ids::new_id(), result));
         }
+        tx.create_many(results).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1065,26 +1068,45 @@ async fn finish(
     tx.commit().await
 }
 
-/// The last row written (number, offset), read as the system.
-async fn last_written<C: ConnectionTrait>(
+/// Where an attempt starts: after the last row of the batches written in order (the job's
+/// checkpoint, saved once every batch up to it had committed), skipping the rows after it
+/// that batches then in flight wrote (a row result is committed with its record, so these
+/// are exactly the rows written after the checkpoint).
+struct Resume {
+    start: Option<(u64, u64)>,
+    written_after: std::collections::HashSet<u64>,
+}
+
+async fn resume_point<C: ConnectionTrait>(
+    job: &JobContext,
     conn: &C,
-    tenant: &str,
     import: Uuid,
-) -> Result<Option<(u64, u64)>> {
+) -> Result<Resume> {
+    let start = job
+        .checkpoint_as::<Checkpoint>()?
+        .map(|c| {
+            (
+                u64::try_from(c.row).unwrap_or(0),
+                u64::try_from(c.offset).unwrap_or(0),
+            )
+        })
+        .filter(|(row, _)| *row > 0);
     let mut q = Query::select();
-    q.columns(["row_number", "byte_offset"])
+    q.column("row_number")
         .from(ImportRow::TABLE)
-        .and_where(Expr::col("tenant_id").eq(tenant))
+        .and_where(Expr::col("tenant_id").eq(job.tenant.as_str()))
         .and_where(Expr::col("import_id").eq(import))
         .and_where(Expr::col("delete_time").is_null())
-        .order_by("row_number", Order::Desc)
-        .limit(1);
-    Ok(match conn.query_one(&q).await? {
-        None => None,
-        Some(r) => Some((
-            u64::try_from(r.try_get::<i64>("", "row_number")?).unwrap_or(0),
-            u64::try_from(r.try_get::<i64>("", "byte_offset")?).unwrap_or(0),
-        )),
+        .and_where(
+            Expr::col("row_number").gt(i64::try_from(start.map_or(0, |s| s.0)).unwrap_or(i64::MAX)),
+        );
+    let mut written_after = std::collections::HashSet::new();
+    for r in conn.query_all(&q).await? {
+        written_after.insert(u64::try_from(r.try_get::<i64>("", "row_number")?).unwrap_or(0));
+    }
+    Ok(Resume {
+        start,
+        written_after,
     })
 }
 
@@ -1151,39 +1173,75 @@ async fn run(
         n => Ord::min(n, MAX_BATCH_ROWS),
     } as usize;
     let conn = &job.db.conn;
-    let last = last_written(conn, &job.tenant, import.meta.id).await?;
-    let done_through = last.map_or(0, |(n, _)| n);
+    // The resume point: the end of the batches known written in order (the checkpoint),
+    // and the rows written after it by batches that were in flight (skipped).
+    let resume = resume_point(job, conn, import.meta.id).await?;
+    let done_through = resume.start.map_or(0, |(n, _)| n);
+    let skip = resume.written_after;
     let mut stats = written_stats(&system, import.meta.id).await?;
     job.progress(&progress_of(&stats)).await?;
     let mut batches = 0u32;
     let mut pending: Vec<RawRow> = Vec::new();
+    let write_batch = |rows: Vec<RawRow>| {
+        let writer = &writer;
+        async move {
+            let batch = writer.write(&rows).await?;
+            Ok::<_, Error>((batch, rows.last().map(|r| (r.number, r.byte_offset))))
+        }
+    };
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    let in_flight_max = match target {
+        TargetKind::Lead => 1,
+        TargetKind::Contact | TargetKind::Account => BATCHES_IN_FLIGHT,
+    };
+    let todo = |r: &RawRow| r.number > done_through && !skip.contains(&r.number);
 
-    // One batch written, then its checkpoint; false when told to stop.
-    macro_rules! flush {
-        ($rows:expr) => {{
-            let rows: Vec<RawRow> = $rows;
-            if let Some(lastrow) = rows.last() {
-                if job.is_cancelled() {
-                    return Ok(None);
-                }
-                writer.write(&rows, &mut stats).await?;
-                batches += 1;
-                if faults.attempt != 0
-                    && faults.attempt == job.attempt
-                    && batches >= faults.after_batches
-                {
-                    return Err(Error::unavailable(
-                        "the import stopped after a batch (injected fault)",
-                    ));
-                }
+    // One batch finished (the earliest in flight), then its checkpoint: every batch up to
+    // it is written, so a later attempt may resume after its last row.
+    macro_rules! finished {
+        ($done:expr) => {{
+            let (batch, lastrow): (ImportStats, Option<(u64, u64)>) = $done?;
+            stats.read += batch.read;
+            stats.created += batch.created;
+            stats.flagged += batch.flagged;
+            stats.rejected += batch.rejected;
+            batches += 1;
+            if faults.attempt != 0
+                && faults.attempt == job.attempt
+                && batches >= faults.after_batches
+            {
+                return Err(Error::unavailable(
+                    "the import stopped after a batch (injected fault)",
+                ));
+            }
+            if let Some((row, offset)) = lastrow {
                 let cp = serde_json::to_value(Checkpoint {
-                    row: i64::try_from(lastrow.number).unwrap_or(i64::MAX),
-                    offset: i64::try_from(lastrow.byte_offset).unwrap_or(i64::MAX),
+                    row: i64::try_from(row).unwrap_or(i64::MAX),
+                    offset: i64::try_from(offset).unwrap_or(i64::MAX),
                 })
                 .map_err(|e| Error::internal(e.to_string()))?;
                 job.save(&cp, &progress_of(&stats)).await?;
+            }
+            if job.is_cancelled() {
+                return Ok(None);
+            }
+        }};
+    }
+
+    // One batch handed to a writer; when as many as allowed are in flight, the earliest
+    // is waited for first.
+    macro_rules! flush {
+        ($rows:expr) => {{
+            let rows: Vec<RawRow> = $rows;
+            if !rows.is_empty() {
                 if job.is_cancelled() {
                     return Ok(None);
+                }
+                in_flight.push_back(write_batch(rows));
+                if in_flight.len() >= in_flight_max {
+                    if let Some(done) = in_flight.next().await {
+                        finished!(done);
+                    }
                 }
             }
         }};
@@ -1205,17 +1263,14 @@ async fn run(
                     }
                 }
             };
-            let mut rows = rows
-                .into_iter()
-                .filter(|r| r.number > done_through)
-                .peekable();
+            let mut rows = rows.into_iter().filter(|r| todo(r)).peekable();
             while rows.peek().is_some() {
                 let batch: Vec<RawRow> = rows.by_ref().take(batch_rows).collect();
                 flush!(batch);
             }
         }
         FileFormat::Csv => {
-            let (mut stream, mut reader) = match (last, &p.header) {
+            let (mut stream, mut reader) = match (resume.start, &p.header) {
                 (Some((number, offset)), Some(header)) => (
                     CsvStream::resume_at(offset, number, header.clone()).map_err(file_error)?,
                     ChunkReader::at(conn, &job.tenant, upload.meta.id, offset).await?,
@@ -1230,7 +1285,7 @@ async fn run(
                     Some(c) => (stream.push(&c.bytes).map_err(file_error)?, false),
                     None => (stream.finish().map_err(file_error)?, true),
                 };
-                pending.extend(rows.into_iter().filter(|r| r.number > done_through));
+                pending.extend(rows.into_iter().filter(|r| todo(r)));
                 while pending.len() >= batch_rows {
                     let rest = pending.split_off(batch_rows);
                     let batch = std::mem::replace(&mut pending, rest);
@@ -1243,6 +1298,9 @@ async fn run(
             let batch = std::mem::take(&mut pending);
             flush!(batch);
         }
+    }
+    while let Some(done) = in_flight.next().await {
+        finished!(done);
     }
     Ok(Some(stats))
 }
