@@ -144,20 +144,31 @@ pub async fn run(args: ImportArgs) -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .into_inner();
     let mut peak = args.gateway_pid.and_then(rss_kib).unwrap_or(0);
+    let mut down = 0u32;
     let done = loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Some(r) = args.gateway_pid.and_then(rss_kib) {
             peak = peak.max(r);
         }
-        let o = ops
+        let asked = ops
             .get_operation(authed(
                 &args.token,
                 lro::GetOperationRequest {
                     name: op.name.clone(),
                 },
             ))
-            .await?
-            .into_inner();
+            .await;
+        // A gateway restarted on purpose (a kill -9 in the middle): keep asking.
+        let o = match asked {
+            Ok(o) => o.into_inner(),
+            Err(e) if e.code() == tonic::Code::Unavailable && down < 300 => {
+                down += 1;
+                eprintln!("gateway unavailable ({}), asking again", e.message());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        down = 0;
         if o.done {
             break o;
         }

@@ -5,69 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use common::{authed, free_port, serve};
 use crm_api::google::longrunning::{self as lro, operations_client::OperationsClient};
 use crm_api::v1::{self, import_service_client::ImportServiceClient};
 use prost::Message;
 use sea_orm::{ConnectionTrait, Database, Statement};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tonic::Request;
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_crm");
+mod common;
+
+const SERVICE: &str = "crm.v1.ImportService";
+
 const ROWS: usize = 4_000;
-
-fn crm(dir: &std::path::Path, db: &str, port: u16, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .current_dir(dir)
-        .env("CRM__DATABASE__URL", db)
-        .env("CRM__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("CRM__AUTH__HS256_SECRET", "kill-secret-0123456789abcdef")
-        // A killed replica's jobs come back after the lease: keep it short here.
-        .env("CRM__JOBS__LEASE_MS", "2000")
-        .env("CRM__JOBS__POLL_INTERVAL_MS", "200");
-    c
-}
-
-fn authed<T>(token: &str, msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
-// The child is returned to the caller, who kills and waits for it.
-#[allow(clippy::zombie_processes)]
-async fn serve(dir: &std::path::Path, db: &str, port: u16, log: &str) -> Child {
-    let log = std::fs::File::create(dir.join(log)).unwrap();
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect_lazy();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let mut child = crm(dir, db, port, &["serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: "crm.v1.ImportService".into(),
-            })
-            .await;
-        if r.is_ok_and(|r| r.get_ref().status == 1) {
-            return child;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("crm serve did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn created(op: &lro::Operation) -> i64 {
     op.metadata
@@ -79,58 +29,23 @@ fn created(op: &lro::Operation) -> i64 {
 
 #[tokio::test]
 async fn an_import_survives_kill_9_of_crm_serve_sqlite() {
-    let dir = std::env::temp_dir().join(format!("crm-kill-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("sqlite://{}/crm.db?mode=rwc", dir.display());
-    killed_and_resumed(&dir, &db).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    common::on_sqlite("kill", |dir, db| async move {
+        killed_and_resumed(&dir, &db).await
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_import_survives_kill_9_of_crm_serve_postgres() {
-    let server = std::env::var("CRM_TEST_POSTGRES_URL").expect(
-        "CRM_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which provides a PostgreSQL server",
-    );
-    let name = format!("crm_kill_{}", uuid::Uuid::now_v7().simple());
-    let admin = Database::connect(format!("{server}/postgres"))
-        .await
-        .unwrap();
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("crm-kill-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    killed_and_resumed(&dir, &format!("{server}/{name}")).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    admin
-        .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    common::on_postgres("kill", |dir, db| async move {
+        killed_and_resumed(&dir, &db).await
+    })
+    .await;
 }
 
 async fn killed_and_resumed(dir: &std::path::Path, db_url: &str) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    assert!(
-        crm(dir, db_url, port, &["tenant", "create", "acme"])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    let out = crm(
-        dir,
-        db_url,
-        port,
-        &["token", "--tenant", "acme", "--role", "admin"],
-    )
-    .output()
-    .unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let port = free_port();
+    let token = common::tenant_and_token(dir, db_url, port);
 
     let mut file = String::from("First name,Last name,Company,E-mail,City\n");
     for i in 0..ROWS {
@@ -141,7 +56,7 @@ async fn killed_and_resumed(dir: &std::path::Path, db_url: &str) {
         ));
     }
 
-    let mut first = serve(dir, db_url, port, "serve-1.log").await;
+    let mut first = serve(dir, db_url, port, "serve-1.log", SERVICE, &[]).await;
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect_lazy();
@@ -207,7 +122,7 @@ async fn killed_and_resumed(dir: &std::path::Path, db_url: &str) {
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
 
-    let mut second = serve(dir, db_url, port, "serve-2.log").await;
+    let mut second = serve(dir, db_url, port, "serve-2.log", SERVICE, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(240);
     let done = loop {
         let o = ops
