@@ -673,3 +673,54 @@ fn two_relays_share_the_work_in_order_per_record() {
         delete_stream(&url, &stream).await;
     });
 }
+
+/// A change whose transaction commits well after later changes were sent (it wrote for
+/// longer than the watch's margin): a running watch still sends it, as the transaction
+/// holds the watch's look-back open. PostgreSQL only: SQLite's one writer commits in id
+/// order.
+#[test]
+fn a_late_commit_is_not_missed_by_a_running_watch() {
+    crm_tests::block_on(late_commit(Backend::Postgres));
+}
+
+async fn late_commit(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.tenant("acme").await;
+    let admin = s.token("acme", Uuid::now_v7(), &["admin"]);
+    let mut w = watch(
+        &s,
+        &admin,
+        WatchEventsRequest {
+            resource_types: vec!["contacts".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // A writer takes its event id now and commits seconds later.
+    let ctx = s.admin_ctx("acme");
+    let slow = ctx.begin().await.unwrap();
+    let late = slow
+        .create(crm_core::model::Contact {
+            given_name: "Late".into(),
+            family_name: "Writer".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let early = create_contact(&s, &admin, "Early", "").await;
+    let first = next(&mut w, Duration::from_secs(10))
+        .await
+        .expect("the committed change was not sent")
+        .unwrap();
+    assert_eq!(first.resource, early.name);
+    // The watch polls on, well past the margin behind the last event it sent.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    slow.commit().await.unwrap();
+    let second = next(&mut w, Duration::from_secs(10))
+        .await
+        .expect("the late commit was missed")
+        .unwrap();
+    assert_eq!(second.resource, format!("contacts/{}", late.meta.id));
+}

@@ -269,6 +269,33 @@ pub async fn event_exists<C: ConnectionTrait>(conn: &C, tenant: &str, id: Uuid) 
     Ok(conn.query_one(&q).await?.is_some())
 }
 
+/// The start of the oldest transaction that is writing to the database now (PostgreSQL:
+/// `pg_stat_activity`, the transactions with a transaction id, i.e. that wrote something;
+/// `None` when none is, and always on SQLite, whose one writer commits its events in id
+/// order). An event's id is made when its outbox row is written, after its record's row,
+/// so an event not visible yet belongs to such a transaction and its id is not older than
+/// this start (up to the clock difference between the gateway and the database): a reader
+/// following the outbox by id looks again from here, and misses nothing committed late.
+/// Sessions of other database roles are seen only with `pg_read_all_stats`: every replica
+/// should connect as the same role.
+pub async fn write_horizon(db: &Db) -> Result<Option<DateTime<Utc>>> {
+    if db.backend() != DbBackend::Postgres {
+        return Ok(None);
+    }
+    let row = db
+        .conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT min(xact_start) AS t FROM pg_stat_activity \
+             WHERE datname = current_database() AND backend_xid IS NOT NULL",
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get::<Option<DateTime<Utc>>>("", "t")?,
+        None => None,
+    })
+}
+
 /// The smallest UUIDv7 of a millisecond: every id made at or after `t` sorts above it.
 pub fn id_floor(t: DateTime<Utc>) -> Uuid {
     let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);

@@ -26,10 +26,16 @@ const WATCH_MAX: Duration = Duration::from_secs(3600);
 /// Events read per query of a watch.
 const WATCH_PAGE: u64 = 500;
 /// How far back (by id time) each poll looks again, on PostgreSQL, for events of
-/// transactions that committed after a later event was already sent: ids are made when the
-/// event is written, not when its transaction commits. SQLite commits one writer at a time
-/// in id order.
+/// transactions that committed after a later event was already sent (ids are made when the
+/// event is written, not when its transaction commits): from the start of the oldest
+/// transaction writing now ([`outbox::write_horizon`]), less this margin for the clock
+/// difference between gateway and database, and at least this far. SQLite commits one
+/// writer at a time in id order.
 const WATCH_OVERLAP_MS: i64 = 1_000;
+/// The furthest back a poll looks: an event of a transaction that wrote for longer than
+/// this before committing may be missed by a running watch (a resumed watch and the relay
+/// still see it).
+const WATCH_MAX_LOOK_BACK_MS: i64 = 300_000;
 /// Most resource types one watch may name.
 const MAX_RESOURCE_TYPES: usize = 50;
 
@@ -253,9 +259,21 @@ async fn watch(
                 break;
             }
         }
-        low = w
-            .floor
-            .max(outbox::id_floor(outbox::id_time(high) - overlap));
+        let mut back = outbox::id_time(high) - overlap;
+        if !overlap.is_zero() {
+            // A writer still open may commit events older than `high`.
+            let Some(horizon) = super::watch_poll(&tx, outbox::write_horizon(&ctx.db)).await else {
+                return;
+            };
+            if let Some(h) = horizon {
+                let h = std::cmp::max(
+                    h - overlap,
+                    outbox::id_time(high) - chrono::Duration::milliseconds(WATCH_MAX_LOOK_BACK_MS),
+                );
+                back = back.min(h);
+            }
+        }
+        low = w.floor.max(outbox::id_floor(back));
         seen.retain(|id| *id > low);
         tokio::time::sleep(WATCH_POLL).await;
     }
