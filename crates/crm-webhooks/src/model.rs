@@ -42,10 +42,13 @@ pub struct WebhookSubscription {
     /// Output only: why the service switched the subscription off (the target answered
     /// 410 Gone); cleared when a caller switches it on again.
     pub disabled_reason: String,
+    /// Output only: when the subscription was last switched on; events written from then on
+    /// are delivered (earlier ones only by a replay).
+    pub activate_time: Option<DateTime<Utc>>,
 }
 
 /// The fields a caller may not write.
-pub const OUTPUT_ONLY: &[&str] = &["disabled_reason"];
+pub const OUTPUT_ONLY: &[&str] = &["disabled_reason", "activate_time"];
 
 impl WebhookSubscription {
     /// Whether the subscription wants an event of `collection` with `verb`.
@@ -110,6 +113,7 @@ impl Resource for WebhookSubscription {
         FieldSpec::new("secret", "secret_sealed", Kind::Text).bulk(),
         FieldSpec::new("active", "active", Kind::Bool).filter(),
         FieldSpec::new("disabled_reason", "disabled_reason", Kind::Text),
+        FieldSpec::new("activate_time", "activate_time", Kind::Time),
     ];
 
     fn validate(&mut self) -> Result<()> {
@@ -200,10 +204,13 @@ impl Resource for WebhookSubscription {
                     ));
                 }
                 let sealer = ctx.db.sealer()?;
-                data.secret = sealer.seal(&secret_context(ctx.tenant(), id), data.secret.as_bytes());
+                data.secret =
+                    sealer.seal(&secret_context(ctx.tenant(), id), data.secret.as_bytes());
             }
-            // Switched on again by a caller: the service's reason no longer holds.
-            if data.active && old.is_some_and(|o| !o.active) {
+            // Switched on (created active, or on again): events from now on are delivered,
+            // and the service's reason for switching it off no longer holds.
+            if data.active && old.is_none_or(|o| !o.active) {
+                data.activate_time = Some(ctx.clock.now());
                 data.disabled_reason = String::new();
             }
             Ok(())
@@ -260,7 +267,7 @@ pub const SCHEMA: SchemaChange = SchemaChange::new(
             "webhook_subscriptions",
             "display_name TEXT NOT NULL, url TEXT NOT NULL, resource_types TEXT NOT NULL, \
              verbs TEXT NOT NULL, secret_sealed TEXT NOT NULL, active BOOLEAN NOT NULL, \
-             disabled_reason TEXT NOT NULL"
+             disabled_reason TEXT NOT NULL, activate_time TIMESTAMPTZ NULL"
         ),
         "CREATE INDEX webhook_subscriptions_active ON webhook_subscriptions (tenant_id, active)",
         "CREATE TABLE webhook_deliveries (tenant_id TEXT NOT NULL, id UUID NOT NULL, \

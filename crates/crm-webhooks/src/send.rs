@@ -39,10 +39,7 @@ pub async fn post(
 ) -> Result<Answer, String> {
     match tokio::time::timeout(o.timeout, attempt(url, headers, body, o)).await {
         Ok(r) => r,
-        Err(_) => Err(format!(
-            "no answer within {} ms",
-            o.timeout.as_millis()
-        )),
+        Err(_) => Err(format!("no answer within {} ms", o.timeout.as_millis())),
     }
 }
 
@@ -128,12 +125,21 @@ async fn attempt(
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
-    let driver = tokio::spawn(async move {
+    // The connection is driven by a task of its own, ended with the attempt however it
+    // ends (also when the timeout drops this future): a hanging target keeps no socket.
+    let _driver = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
-    });
-    let result = exchange(&mut sender, &u, headers, body).await;
-    driver.abort();
-    result
+    }));
+    exchange(&mut sender, &u, headers, body).await
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn exchange(

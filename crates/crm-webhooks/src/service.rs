@@ -133,8 +133,8 @@ fn new_delivery(subscription: Uuid, e: &OutboxEvent, body: &str, replay: bool) -
 /// the events taken, all in one transaction. Returns how many events it took.
 pub async fn fanout_round(db: &Db, clock: &dyn Clock, batch: u32) -> Result<usize> {
     if !store::any_active(&db.conn).await? {
-        // Nothing to deliver: the events wait (a subscription made later does not get
-        // events written before it, except by a replay).
+        // Nothing to deliver: the events wait (a subscription switched on later does not
+        // get events written before, except by a replay).
         return Ok(0);
     }
     let claim = outbox::claim_fanout(db, u64::from(batch)).await?;
@@ -157,7 +157,8 @@ pub async fn fanout_round(db: &Db, clock: &dyn Clock, batch: u32) -> Result<usiz
         for e in events {
             let mut body: Option<String> = None;
             for t in &targets {
-                if e.time < t.create_time || !t.filter.wants(&e.collection, verb_of(&e.event_type))
+                if e.time < t.activate_time
+                    || !t.filter.wants(&e.collection, verb_of(&e.event_type))
                 {
                     continue;
                 }
@@ -226,10 +227,9 @@ pub async fn deliver(job: JobContext, s: Settings) -> Result<JobOutcome> {
     };
     let now = job.clock.now();
     let started = std::time::Instant::now();
-    let answer = match db
-        .sealer()
-        .and_then(|sealer| crate::model::open_secret(sealer, &job.tenant, sub.meta.id, &sub.data.secret))
-    {
+    let answer = match db.sealer().and_then(|sealer| {
+        crate::model::open_secret(sealer, &job.tenant, sub.meta.id, &sub.data.secret)
+    }) {
         Ok(secret) => {
             let t = now.timestamp();
             let headers = [
@@ -248,7 +248,10 @@ pub async fn deliver(job: JobContext, s: Settings) -> Result<JobOutcome> {
             };
             send::post(&sub.data.url, &headers, body, &o).await
         }
-        Err(e) => Err(format!("the signing secret cannot be opened: {}", e.message)),
+        Err(e) => Err(format!(
+            "the signing secret cannot be opened: {}",
+            e.message
+        )),
     };
     let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let attempt = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
@@ -460,7 +463,10 @@ pub async fn retry_dead(ctx: &Ctx, id: Uuid, only: Option<Uuid>) -> Result<Vec<U
                 if del.state != DeliveryState::Dead {
                     return Err(Error::failed_precondition(
                         "DELIVERY_NOT_DEAD",
-                        format!("delivery {d} is {}: only dead deliveries are sent again", del.state),
+                        format!(
+                            "delivery {d} is {}: only dead deliveries are sent again",
+                            del.state
+                        ),
                     )
                     .with("state", del.state.as_str()));
                 }
@@ -545,14 +551,20 @@ pub async fn replay(
         }
         ReplayFrom::After(e) => {
             if !outbox::event_exists(tx.conn(), ctx.tenant(), e).await? {
-                return Err(Error::not_found(format!("event {e}")).with("after_event", e.to_string()));
+                return Err(
+                    Error::not_found(format!("event {e}")).with("after_event", e.to_string())
+                );
             }
             e
         }
     };
     let registry = crm_core::registry::registry();
     let collections: Vec<String> = if sub.data.resource_types.is_empty() {
-        registry.collections().iter().map(|c| c.name.to_owned()).collect()
+        registry
+            .collections()
+            .iter()
+            .map(|c| c.name.to_owned())
+            .collect()
     } else {
         sub.data.resource_types.clone()
     };

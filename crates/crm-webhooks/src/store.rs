@@ -264,19 +264,23 @@ pub struct Target {
     pub id: Uuid,
     pub filter: WebhookSubscription,
     /// Events written before this are not delivered (only replayed).
-    pub create_time: DateTime<Utc>,
+    pub activate_time: DateTime<Utc>,
 }
 
 /// The tenant's active subscriptions (as the system).
 pub async fn active_targets<C: ConnectionTrait>(conn: &C, tenant: &str) -> Result<Vec<Target>> {
     let mut q = Query::select();
-    q.columns(["id", "resource_types", "verbs", "create_time"].map(col))
+    q.columns(["id", "resource_types", "verbs", "activate_time"].map(col))
         .from(col("webhook_subscriptions"))
         .and_where(Expr::col(col("tenant_id")).eq(tenant))
         .and_where(Expr::col(col("active")).eq(true))
         .and_where(Expr::col(col("delete_time")).is_null());
     let mut out = Vec::new();
     for r in conn.query_all(&q).await? {
+        let activate_time: Option<DateTime<Utc>> = r.try_get("", "activate_time")?;
+        let Some(activate_time) = activate_time else {
+            continue;
+        };
         let list = |c: &str| -> Result<Vec<String>> {
             let t: String = r.try_get("", c)?;
             serde_json::from_str(&t)
@@ -289,7 +293,7 @@ pub async fn active_targets<C: ConnectionTrait>(conn: &C, tenant: &str) -> Resul
                 verbs: list("verbs")?,
                 ..Default::default()
             },
-            create_time: r.try_get("", "create_time")?,
+            activate_time,
         });
     }
     Ok(out)
