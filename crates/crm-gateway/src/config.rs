@@ -36,8 +36,8 @@ pub struct Webhooks {
     /// Most events one fan-out claim takes. Default 500.
     pub batch_size: u32,
     /// The bound of one attempt: resolving, connecting, TLS, sending and reading the
-    /// answer's status. A target that hangs is given up after it. Default 10000; must be
-    /// below `jobs.lease_ms`.
+    /// answer's status. A target that hangs is given up after it (the attempt renews its
+    /// job's lease meanwhile). Default 10000.
     pub timeout_ms: u64,
     /// Attempts before a delivery is dead (the dead-letter list). Default 12.
     pub max_attempts: u32,
@@ -95,7 +95,7 @@ impl Webhooks {
         }
     }
 
-    pub fn validate(&self, jobs: &Jobs) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         let at_least = |name: &str, v: u64, min: u64| {
             if v < min {
                 Err(format!("webhooks.{name} must be at least {min}"))
@@ -114,9 +114,6 @@ impl Webhooks {
         }
         if self.max_attempts > 100 {
             return Err("webhooks.max_attempts must be at most 100".into());
-        }
-        if self.timeout_ms >= jobs.lease_ms {
-            return Err("webhooks.timeout_ms must be below jobs.lease_ms (an attempt runs within a job's lease)".into());
         }
         if self.retention_hours > 100 * 365 * 24 {
             return Err("webhooks.retention_hours must be at most 100 years".into());
@@ -536,7 +533,7 @@ impl Settings {
         }
         self.jobs.validate()?;
         self.events.validate()?;
-        self.webhooks.validate(&self.jobs)?;
+        self.webhooks.validate()?;
         self.sealer()?;
         Ok(())
     }
@@ -652,5 +649,43 @@ mod jobs_tests {
             ..Jobs::default()
         };
         assert!(keep.runner().retention.is_zero());
+    }
+
+    #[test]
+    fn webhook_settings_are_checked_and_given_to_the_delivery() {
+        let d = Webhooks::default().delivery();
+        let w = crm_webhooks::Settings::default();
+        assert_eq!(
+            (
+                d.fanout,
+                d.timeout,
+                d.max_attempts,
+                d.retry_base,
+                d.retry_max
+            ),
+            (
+                w.fanout,
+                w.timeout,
+                w.max_attempts,
+                w.retry_base,
+                w.retry_max
+            )
+        );
+        assert!(
+            !d.allow_private_targets,
+            "private targets are refused by default"
+        );
+        assert_eq!(d.retention, w.retention);
+        let bad = |f: fn(&mut Settings)| {
+            let mut s = Settings::default();
+            f(&mut s);
+            s.validate().unwrap_err()
+        };
+        assert!(bad(|s| s.webhooks.timeout_ms = 10).contains("webhooks.timeout_ms"));
+        assert!(bad(|s| s.webhooks.max_attempts = 0).contains("webhooks.max_attempts"));
+        assert!(bad(|s| s.webhooks.max_attempts = 101).contains("webhooks.max_attempts"));
+        assert!(bad(|s| s.webhooks.batch_size = 0).contains("webhooks.batch_size"));
+        assert!(bad(|s| s.webhooks.retry_max_ms = 1).contains("webhooks.retry_max_ms"));
+        assert!(bad(|s| s.webhooks.poll_interval_ms = 1).contains("webhooks.poll_interval_ms"));
     }
 }

@@ -246,7 +246,24 @@ pub async fn deliver(job: JobContext, s: Settings) -> Result<JobOutcome> {
                 timeout: s.timeout,
                 allow_private_targets: s.allow_private_targets,
             };
-            send::post(&sub.data.url, &headers, body, &o).await
+            let post = send::post(&sub.data.url, &headers, body, &o);
+            tokio::pin!(post);
+            // The attempt may outlast the job's lease (a timeout above `jobs.lease_ms`):
+            // renew it while waiting, so no other runner takes the job meanwhile.
+            loop {
+                let left = (job.lease_deadline() - job.clock.now())
+                    .to_std()
+                    .unwrap_or_default();
+                let beat = (left / 2).max(Duration::from_millis(100));
+                tokio::select! {
+                    a = &mut post => break a,
+                    () = tokio::time::sleep(beat) => {
+                        if let Err(e) = job.heartbeat().await {
+                            tracing::debug!(error = %e, "webhook attempt: renewing the lease failed");
+                        }
+                    }
+                }
+            }
         }
         Err(e) => Err(format!(
             "the signing secret cannot be opened: {}",
