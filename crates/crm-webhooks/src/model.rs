@@ -286,3 +286,59 @@ pub const SCHEMA: SchemaChange = SchemaChange::new(
          WHERE state <> 'PENDING'",
     ],
 );
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn sub() -> WebhookSubscription {
+        WebhookSubscription {
+            display_name: " Billing ".into(),
+            url: "https://hooks.example.com/x".into(),
+            resource_types: vec!["contacts".into(), "contacts".into(), "orders".into()],
+            verbs: vec!["created".into(), "created".into()],
+            secret: "0123456789abcdef".into(),
+            active: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validation_normalises_and_names_each_bad_field() {
+        let mut s = sub();
+        s.validate().unwrap();
+        assert_eq!(s.display_name, "Billing");
+        assert_eq!(s.resource_types, ["contacts", "orders"]);
+        assert_eq!(s.verbs, ["created"]);
+        let mut bad = WebhookSubscription {
+            url: "ftp://x".into(),
+            resource_types: vec!["ok".into(), "no way".into()],
+            verbs: vec!["made".into()],
+            ..Default::default()
+        };
+        let e = bad.validate().unwrap_err();
+        let fields: Vec<&str> = e.violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "display_name",
+                "url",
+                "resource_types[1]",
+                "verbs[0]",
+                "secret"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_filter_is_resource_types_and_verbs_empty_meaning_all() {
+        let mut s = sub();
+        s.validate().unwrap();
+        assert!(s.wants("contacts", "created"));
+        assert!(!s.wants("contacts", "updated"));
+        assert!(!s.wants("leads", "created"));
+        let all = WebhookSubscription::default();
+        assert!(all.wants("leads", "deleted"));
+    }
+}

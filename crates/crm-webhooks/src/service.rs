@@ -75,8 +75,9 @@ fn options() -> ScheduleOptions {
         dedupe_key: None,
         on_duplicate: OnDuplicate::Replace,
         // The handler records failed attempts itself; the runner retries only when the
-        // database failed (or the runner died) mid-attempt.
-        max_attempts: 5,
+        // database failed (or the runner died) mid-attempt: generously, since a job that
+        // gives up leaves its delivery PENDING without a next attempt.
+        max_attempts: 20,
         collection: Some(WebhookSubscription::COLLECTION.to_owned()),
         creator: None,
     }
