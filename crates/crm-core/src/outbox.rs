@@ -55,10 +55,22 @@ fn wake_signal() -> &'static Notify {
     WAKE.get_or_init(Notify::new)
 }
 
-/// Tells this process's relay that a write with events committed (called by
-/// [`crate::service::Tx::commit`]); relays of other processes find it by polling.
+fn fanout_signal() -> &'static Notify {
+    static WAKE: OnceLock<Notify> = OnceLock::new();
+    WAKE.get_or_init(Notify::new)
+}
+
+/// Tells this process's relay and webhook fan-out that a write with events committed
+/// (called by [`crate::service::Tx::commit`]); those of other processes find it by polling.
 pub fn wake() {
     wake_signal().notify_one();
+    fanout_signal().notify_one();
+}
+
+/// Waits until [`wake`] was called (since the last wait returned): the webhook fan-out's
+/// side of it.
+pub async fn fanout_woken() {
+    fanout_signal().notified().await;
 }
 
 /// Waits until [`wake`] was called (since the last wait returned).
@@ -176,6 +188,79 @@ impl Claim {
             }
         }
     }
+}
+
+/// A batch of events the webhook fan-out has not taken yet, claimed in a write transaction:
+/// the fan-out writes its deliveries on [`FanoutClaim::conn`] and [`FanoutClaim::finish`]
+/// marks the events taken (`webhook_time`) and commits both together, so an event becomes
+/// deliveries exactly once. On PostgreSQL fan-outs of several replicas skip each other's
+/// claimed rows (`FOR UPDATE SKIP LOCKED`); on SQLite the claim holds the writer's turn.
+/// Dropping the claim rolls it back: the events wait for the next one.
+pub struct FanoutClaim {
+    tx: crate::db::WriteTxn,
+    /// The claimed events, oldest first.
+    pub events: Vec<OutboxEvent>,
+}
+
+fn fanout_query(limit: u64) -> SelectStatement {
+    let mut q = Query::select();
+    q.columns(COLUMNS.map(col))
+        .from(col("outbox_events"))
+        .and_where(Expr::col(col("webhook_time")).is_null())
+        .order_by(col("id"), Order::Asc)
+        .limit(limit)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    q
+}
+
+/// Claims up to `limit` events the webhook fan-out has not taken (see [`FanoutClaim`]).
+pub async fn claim_fanout(db: &Db, limit: u64) -> Result<FanoutClaim> {
+    let q = fanout_query(Ord::max(limit, 1));
+    db.within(db.timeout(), async {
+        let tx = db.begin_write().await?;
+        let rows = tx.txn.query_all(&q).await?;
+        let events = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
+        Ok(FanoutClaim { tx, events })
+    })
+    .await
+}
+
+impl FanoutClaim {
+    /// The claim's transaction, for the writes that go with it.
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.tx.txn
+    }
+
+    /// Marks every claimed event taken at `now` and commits.
+    pub async fn finish(self, db: &Db, now: DateTime<Utc>) -> Result<()> {
+        let ids: Vec<Uuid> = self.events.iter().map(|e| e.id).collect();
+        db.within(db.timeout(), async {
+            for chunk in ids.chunks(1000) {
+                let mut q = Query::update();
+                q.table(col("outbox_events"))
+                    .value(col("webhook_time"), now)
+                    .and_where(Expr::col(col("id")).is_in(chunk.iter().copied()))
+                    .and_where(Expr::col(col("webhook_time")).is_null());
+                self.tx.txn.execute(&q).await?;
+            }
+            self.tx.commit().await
+        })
+        .await
+    }
+}
+
+/// The event `id` of `tenant`, if it is still kept.
+pub async fn event<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<OutboxEvent>> {
+    let mut q = Query::select();
+    q.columns(COLUMNS.map(col))
+        .from(col("outbox_events"))
+        .and_where(Expr::col(col("tenant_id")).eq(tenant))
+        .and_where(Expr::col(col("id")).eq(id));
+    conn.query_one(&q).await?.as_ref().map(decode).transpose()
 }
 
 /// Deletes up to `limit` events published before `before` (and, with `unpublished`, also

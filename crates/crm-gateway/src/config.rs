@@ -17,6 +17,109 @@ pub struct Settings {
     pub jobs: Jobs,
     pub secrets: Secrets,
     pub events: Events,
+    pub webhooks: Webhooks,
+}
+
+/// Webhooks (P1, `crm_webhooks`): the fan-out of committed events into deliveries, run by
+/// every replica (they share the work on PostgreSQL; on SQLite run one per database file),
+/// and the delivery attempts, which are jobs (`crm.webhooks.deliver`) of the job runner.
+/// Durations in milliseconds unless named otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    /// Whether `crm serve` runs the fan-out and the delivery log's retention purge. Default
+    /// true. Attempts run wherever the job runner runs (`jobs.enabled`).
+    pub enabled: bool,
+    /// How often the fan-out looks for events when no write of this process woke it.
+    /// Default 1000.
+    pub poll_interval_ms: u64,
+    /// Most events one fan-out claim takes. Default 500.
+    pub batch_size: u32,
+    /// The bound of one attempt: resolving, connecting, TLS, sending and reading the
+    /// answer's status. A target that hangs is given up after it (the attempt renews its
+    /// job's lease meanwhile). Default 10000.
+    pub timeout_ms: u64,
+    /// Attempts before a delivery is dead (the dead-letter list). Default 12.
+    pub max_attempts: u32,
+    /// The delay after the first failed attempt; each further one doubles it, less a
+    /// jitter of up to a quarter. Default 30000.
+    pub retry_base_ms: u64,
+    /// The longest delay between attempts. Default 21600000 (6 h).
+    pub retry_max_ms: u64,
+    /// Whether targets may resolve to loopback, private (RFC 1918, unique local),
+    /// link-local (cloud metadata) or other non-public addresses. Default false: a tenant
+    /// cannot make the service call into its own network. Set true for targets on a
+    /// trusted internal network (and in tests).
+    pub allow_private_targets: bool,
+    /// Whether a 410 Gone answer switches the subscription off (its delivery is dead;
+    /// `disabled_reason` says why). Default true; false treats 410 like any failure.
+    pub deactivate_on_gone: bool,
+    /// How long delivered and dead deliveries stay in the log, in hours; 0 keeps them.
+    /// Default 168 (7 days).
+    pub retention_hours: u64,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        let d = crm_webhooks::Settings::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            enabled: d.fanout,
+            poll_interval_ms: ms(d.poll_interval),
+            batch_size: d.batch_size,
+            timeout_ms: ms(d.timeout),
+            max_attempts: d.max_attempts,
+            retry_base_ms: ms(d.retry_base),
+            retry_max_ms: ms(d.retry_max),
+            allow_private_targets: d.allow_private_targets,
+            deactivate_on_gone: d.deactivate_on_gone,
+            retention_hours: d.retention.as_secs() / 3600,
+        }
+    }
+}
+
+impl Webhooks {
+    /// The settings of the fan-out and of the delivery job.
+    pub fn delivery(&self) -> crm_webhooks::Settings {
+        crm_webhooks::Settings {
+            fanout: self.enabled,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            batch_size: self.batch_size,
+            timeout: Duration::from_millis(self.timeout_ms),
+            max_attempts: self.max_attempts,
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            allow_private_targets: self.allow_private_targets,
+            deactivate_on_gone: self.deactivate_on_gone,
+            retention: Duration::from_secs(self.retention_hours.saturating_mul(3600)),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let at_least = |name: &str, v: u64, min: u64| {
+            if v < min {
+                Err(format!("webhooks.{name} must be at least {min}"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("poll_interval_ms", self.poll_interval_ms, 10)?;
+        at_least("batch_size", u64::from(self.batch_size), 1)?;
+        at_least("timeout_ms", self.timeout_ms, 100)?;
+        at_least("max_attempts", u64::from(self.max_attempts), 1)?;
+        at_least("retry_base_ms", self.retry_base_ms, 1)?;
+        at_least("retry_max_ms", self.retry_max_ms, self.retry_base_ms)?;
+        if self.batch_size > 5000 {
+            return Err("webhooks.batch_size must be at most 5000".into());
+        }
+        if self.max_attempts > 100 {
+            return Err("webhooks.max_attempts must be at most 100".into());
+        }
+        if self.retention_hours > 100 * 365 * 24 {
+            return Err("webhooks.retention_hours must be at most 100 years".into());
+        }
+        Ok(())
+    }
 }
 
 /// Events (P1): the relay publishing outbox rows to NATS JetStream, and how long the outbox
@@ -437,6 +540,7 @@ impl Settings {
         }
         self.jobs.validate()?;
         self.events.validate()?;
+        self.webhooks.validate()?;
         self.sealer()?;
         Ok(())
     }
@@ -552,5 +656,43 @@ mod jobs_tests {
             ..Jobs::default()
         };
         assert!(keep.runner().retention.is_zero());
+    }
+
+    #[test]
+    fn webhook_settings_are_checked_and_given_to_the_delivery() {
+        let d = Webhooks::default().delivery();
+        let w = crm_webhooks::Settings::default();
+        assert_eq!(
+            (
+                d.fanout,
+                d.timeout,
+                d.max_attempts,
+                d.retry_base,
+                d.retry_max
+            ),
+            (
+                w.fanout,
+                w.timeout,
+                w.max_attempts,
+                w.retry_base,
+                w.retry_max
+            )
+        );
+        assert!(
+            !d.allow_private_targets,
+            "private targets are refused by default"
+        );
+        assert_eq!(d.retention, w.retention);
+        let bad = |f: fn(&mut Settings)| {
+            let mut s = Settings::default();
+            f(&mut s);
+            s.validate().unwrap_err()
+        };
+        assert!(bad(|s| s.webhooks.timeout_ms = 10).contains("webhooks.timeout_ms"));
+        assert!(bad(|s| s.webhooks.max_attempts = 0).contains("webhooks.max_attempts"));
+        assert!(bad(|s| s.webhooks.max_attempts = 101).contains("webhooks.max_attempts"));
+        assert!(bad(|s| s.webhooks.batch_size = 0).contains("webhooks.batch_size"));
+        assert!(bad(|s| s.webhooks.retry_max_ms = 1).contains("webhooks.retry_max_ms"));
+        assert!(bad(|s| s.webhooks.poll_interval_ms = 1).contains("webhooks.poll_interval_ms"));
     }
 }

@@ -50,6 +50,7 @@ pub fn register_domains(registry: &mut crm_core::registry::RegistryBuilder) {
     crm_operational::register(registry);
     crm_analytical::register(registry);
     crm_collaborative::register(registry);
+    crm_webhooks::register(registry);
 }
 
 /// Registers the job handlers of the domain crates this gateway serves (reminders, SLA
@@ -96,12 +97,17 @@ impl JobRunner {
     }
 }
 
-/// The event relay and the outbox pruner of this replica (`crate::relay`): started once the
-/// database is ready, stopped when the server stops.
+/// The event relay, the outbox pruner and the webhook fan-out of this replica
+/// (`crate::relay`, `crm_webhooks::fanout`): started once the database is ready, stopped
+/// when the server stops.
 struct EventTasks {
     settings: crate::config::Events,
+    webhooks: crm_webhooks::Settings,
     /// Whether the server has stopped, and the tasks if they were started.
-    state: tokio::sync::Mutex<(bool, Option<crate::relay::Tasks>)>,
+    state: tokio::sync::Mutex<(
+        bool,
+        Option<(crate::relay::Tasks, crm_webhooks::fanout::Tasks)>,
+    )>,
 }
 
 impl EventTasks {
@@ -110,10 +116,9 @@ impl EventTasks {
         if state.0 {
             return;
         }
-        state.1 = Some(crate::relay::Tasks::start(
-            db,
-            &self.settings,
-            self.settings.relay_in_serve(),
+        state.1 = Some((
+            crate::relay::Tasks::start(db, &self.settings, self.settings.relay_in_serve()),
+            crm_webhooks::fanout::Tasks::start(db, &self.webhooks),
         ));
     }
 
@@ -123,8 +128,9 @@ impl EventTasks {
             state.0 = true;
             state.1.take()
         };
-        if let Some(t) = tasks {
-            t.stop().await;
+        if let Some((relay, webhooks)) = tasks {
+            relay.stop().await;
+            webhooks.stop().await;
         }
     }
 }
@@ -221,6 +227,9 @@ pub async fn serve(
 
     let mut handlers = crm_core::jobs::JobHandlers::new();
     register_jobs(&mut handlers).map_err(|e| format!("job handlers: {}", e.message))?;
+    // Webhook attempts take the delivery settings.
+    crm_webhooks::register_jobs(&mut handlers, settings.webhooks.delivery())
+        .map_err(|e| format!("job handlers: {}", e.message))?;
     let jobs = Arc::new(JobRunner {
         handlers,
         settings: settings.jobs.clone(),
@@ -228,6 +237,7 @@ pub async fn serve(
     });
     let events = Arc::new(EventTasks {
         settings: settings.events.clone(),
+        webhooks: settings.webhooks.delivery(),
         state: tokio::sync::Mutex::new((false, None)),
     });
     let db = Arc::new(std::sync::OnceLock::new());
@@ -375,6 +385,12 @@ pub async fn serve(
         .add_service(
             v1::case_service_server::CaseServiceServer::new(api::cases::Cases(gw.clone()))
                 .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::webhook_service_server::WebhookServiceServer::new(api::webhooks::Webhooks(
+                gw.clone(),
+            ))
+            .max_decoding_message_size(limit),
         )
         .add_service(
             v1::mailbox_service_server::MailboxServiceServer::new(api::mailboxes::Mailboxes(

@@ -12,6 +12,7 @@ mod m20261125_000003_jobs;
 mod m20261125_000004_counters;
 mod m20261125_000005_record_keys;
 mod m20261206_000006_outbox_relay;
+mod m20261207_000007_outbox_webhooks;
 
 /// The shared model's migrations, then every schema change the domain crates registered
 /// (`crm_core::registry::RegistryBuilder::schema`), in registration order. Install the registry
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_counters::Migration),
             Box::new(m20261125_000005_record_keys::Migration),
             Box::new(m20261206_000006_outbox_relay::Migration),
+            Box::new(m20261207_000007_outbox_webhooks::Migration),
         ];
         for change in crm_core::registry::registry().schema_changes() {
             all.push(Box::new(DomainChange(*change)));

@@ -267,6 +267,11 @@ impl TestServer {
         v1::mailbox_service_client::MailboxServiceClient::new(self.channel.clone())
     }
 
+    /// A client of `crm.v1.WebhookService`.
+    pub fn webhooks(&self) -> v1::webhook_service_client::WebhookServiceClient<Channel> {
+        v1::webhook_service_client::WebhookServiceClient::new(self.channel.clone())
+    }
+
     /// The operation `name` once it is done, waited for with `WaitOperation` in 2 s steps
     /// (panics after two minutes).
     pub async fn wait_operation(

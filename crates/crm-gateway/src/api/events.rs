@@ -44,7 +44,7 @@ fn verb_of(event_type: &str) -> &str {
     event_type.rsplit('.').next().unwrap_or_default()
 }
 
-fn verb_out(verb: &str) -> pb::EventVerb {
+pub(crate) fn verb_out(verb: &str) -> pb::EventVerb {
     match verb {
         "created" => pb::EventVerb::Created,
         "updated" => pb::EventVerb::Updated,
@@ -54,7 +54,7 @@ fn verb_out(verb: &str) -> pb::EventVerb {
     }
 }
 
-fn verb_in(field: &str, v: i32) -> Result<&'static str> {
+pub(crate) fn verb_in(field: &str, v: i32) -> Result<&'static str> {
     match pb::EventVerb::try_from(v) {
         Ok(pb::EventVerb::Created) => Ok("created"),
         Ok(pb::EventVerb::Updated) => Ok("updated"),

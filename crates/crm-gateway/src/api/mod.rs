@@ -21,6 +21,7 @@ pub mod opportunities;
 pub mod orders;
 pub mod products;
 pub mod timeline;
+pub mod webhooks;
 
 use crate::status::{OrStatus, status};
 use crm_core::auth::TokenVerifier;
