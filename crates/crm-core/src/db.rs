@@ -210,7 +210,21 @@ impl Db {
             Some(l) => Some(l.clone().lock_owned().await),
             None => None,
         };
-        let txn = self.conn.begin().await?;
+        let txn = match self.backend() {
+            // BEGIN IMMEDIATE: the write lock is taken at once (waiting for another
+            // process's writer as the busy timeout allows), never on the first write after
+            // reads, when a write committed meanwhile by another connection (a job's
+            // progress, the test's own pool) would fail it with SQLITE_BUSY at once.
+            DbBackend::Sqlite => {
+                self.conn
+                    .begin_with_options(sea_orm::TransactionOptions {
+                        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                        ..Default::default()
+                    })
+                    .await?
+            }
+            _ => self.conn.begin().await?,
+        };
         Ok(WriteTxn { txn, _turn: turn })
     }
 
