@@ -240,6 +240,8 @@ pub fn roles() -> Vec<model::Role> {
                     Scope::Subtree,
                 ),
                 rights("cases", &[Read, Create, Update, Delete], Scope::Subtree),
+                // The consent ledger of their people (K7): read and recorded, never changed.
+                rights("consents", &[Read, Create], Scope::Subtree),
                 rights("slaPolicySets", &[Read], Scope::All),
                 rights("assignmentRuleSets", &[Read], Scope::All),
                 rights("leadGradingPolicies", &[Read], Scope::All),
@@ -276,6 +278,7 @@ pub fn roles() -> Vec<model::Role> {
                 rights("opportunities", &rw, Scope::Own),
                 rights("interactions", &rw, Scope::Own),
                 rights("cases", &rw, Scope::Own),
+                rights("consents", &[Read, Create], Scope::Own),
                 rights("slaPolicySets", &[Read], Scope::All),
                 // Their own imports (of the leads, contacts and accounts they may create).
                 rights("importUploads", &rw, Scope::Own),

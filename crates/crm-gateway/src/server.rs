@@ -26,6 +26,7 @@ pub const SERVICES: &[&str] = &[
     "crm.v1.LeadService",
     "crm.v1.ActivityService",
     "crm.v1.OpportunityService",
+    "crm.v1.ConsentService",
     "crm.v1.MergeService",
     "crm.v1.DuplicateService",
     "crm.v1.AnalyticsService",
@@ -34,6 +35,7 @@ pub const SERVICES: &[&str] = &[
     "crm.v1.CaseService",
     "crm.v1.MailboxService",
     "crm.v1.EventService",
+    "crm.v1.WebhookService",
     "google.longrunning.Operations",
 ];
 
@@ -363,6 +365,12 @@ pub async fn serve(
             v1::opportunity_service_server::OpportunityServiceServer::new(
                 api::opportunities::Opportunities(gw.clone()),
             )
+            .max_decoding_message_size(limit),
+        )
+        .add_service(
+            v1::consent_service_server::ConsentServiceServer::new(api::consents::Consents(
+                gw.clone(),
+            ))
             .max_decoding_message_size(limit),
         )
         .add_service(

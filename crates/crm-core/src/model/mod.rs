@@ -1,6 +1,7 @@
-//! The shared customer model (K1-K4): plain data, field tables and validation.
+//! The shared customer model (K1-K4, K7 consent): plain data, field tables and validation.
 
 pub mod account;
+pub mod consent;
 pub mod contact;
 pub mod custom_field;
 pub mod directory;
@@ -9,6 +10,7 @@ pub mod product;
 pub mod role;
 
 pub use account::Account;
+pub use consent::{Consent, ConsentChannel, ConsentStatus};
 pub use contact::{Contact, Email, Phone, Position, PostalAddress};
 pub use custom_field::{CustomFieldDefinition, CustomValue};
 pub use directory::{Team, Territory, User};
@@ -30,5 +32,7 @@ pub fn register(r: &mut RegistryBuilder) {
         .resource::<Team>()
         .resource::<Territory>()
         .resource::<Role>()
-        .resource::<CustomFieldDefinition>();
+        .resource::<CustomFieldDefinition>()
+        .resource::<Consent>();
+    r.schema(consent::SCHEMA);
 }

@@ -6,6 +6,7 @@ pub mod activities;
 pub mod analytics;
 pub mod audit;
 pub mod cases;
+pub mod consents;
 pub mod contacts;
 pub mod custom_fields;
 pub mod directory;
