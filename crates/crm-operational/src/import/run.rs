@@ -6,7 +6,10 @@
 //! batches of [`ImportOptions::batch_size`] (default [`DEFAULT_BATCH_ROWS`]). Each batch is
 //! ONE transaction ([`Tx`]) holding the records it creates (`Tx::create`: validation, field
 //! rules, audit, outbox, the lead hooks: duplicates, grading, routing) and one
-//! [`ImportRow`] per row (unique per import and row number).
+//! [`ImportRow`] per row (unique per import and row number; inserted together, derived
+//! records without an audit record or event each). Contacts and accounts are written
+//! [`BATCHES_IN_FLIGHT`] batches at a time; leads one batch after another, so each lead is
+//! checked for duplicates against every earlier row of the file.
 //!
 //! **Bad rows.** Every row is checked before the batch is written: the row's own problems
 //! (ragged, broken quoting), the mapping (numbers, dates), custom field types, and the
@@ -15,14 +18,14 @@
 //! rule) rolls its batch back, and the batch is written again row by row, one transaction
 //! per row, the refused row REJECTED with the engine's reason.
 //!
-//! **Resumption.** The resume point is the import's last [`ImportRow`], committed with its
-//! record: a new attempt (a crash, `kill -9`, a lost lease) restarts the CSV parser at that
-//! row's byte offset ([`CsvStream::resume_at`], the header and encoding from the job's
-//! payload) and skips rows up to its number, so the rows of a committed batch are never
-//! written again and an uncommitted batch is written again entirely. After each batch the job
-//! also saves its checkpoint and progress through [`JobContext::save`] (crm-core writes it in
-//! a statement of its own, after the batch commits: it is a mirror for operators, never
-//! trusted over the rows).
+//! **Resumption.** A row's [`ImportRow`] is committed with its record. Batches finish in
+//! order ([`futures::stream::FuturesOrdered`]); once every batch up to a row has committed,
+//! the job saves that row's number and byte offset as its checkpoint ([`JobContext::save`],
+//! a statement of its own after the commits, so it never runs ahead of the rows). A new
+//! attempt (a crash, `kill -9`, a lost lease) restarts the CSV parser at the checkpoint's
+//! byte offset ([`CsvStream::resume_at`], the header and encoding from the job's payload),
+//! skips rows up to its number and the rows after it that have a result (written by batches
+//! then in flight), so no row is written twice and none is lost.
 //!
 //! **Concurrency.** At most one import of an upload runs at a time: a second start is
 //! FAILED_PRECONDITION `IMPORT_RUNNING` (starts take the upload's counter lock, so two at
