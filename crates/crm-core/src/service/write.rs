@@ -676,12 +676,7 @@ impl<'c> Tx<'c> {
     /// interleave with others of their kind: round-robin assignment, capacity limits,
     /// numbering. Store the next value with [`Tx::set_counter`].
     pub async fn lock_counter(&self, key: &str) -> Result<i64> {
-        Ok(self.upsert_counter(key, 0, 0, false).await? + self.pending(key))
-    }
-
-    /// What [`Tx::add_to_counter_at_commit`] will still add to `key`.
-    fn pending(&self, key: &str) -> i64 {
-        self.pending_counter(key).unwrap_or(0)
+        Ok(self.upsert_counter(key, 0, 0, false).await? + self.pending_counter(key).unwrap_or(0))
     }
 
     /// What this transaction adds to the counter `key` at commit, if it adds to it.
