@@ -381,4 +381,52 @@ async fn ledgers_are_tenant_scoped_and_follow_the_people_s_scope(backend: Backen
         check(&s, &viewer, &theirs, "marketing", Email, None).await,
         Code::PermissionDenied,
     );
+    // A role that hides the status of consents: entries come without it (named as hidden),
+    // and it cannot check (the status decides).
+    use crm_core::access::{Action, FieldAccess, FieldRule, Grant, Scope};
+    s.admin_ctx("acme")
+        .create(
+            crm_core::model::Role {
+                key: "blind".into(),
+                display_name: "Blind".into(),
+                grants: vec![
+                    Grant {
+                        collection: "contacts".into(),
+                        actions: vec![Action::Read],
+                        scope: Scope::All,
+                    },
+                    Grant {
+                        collection: "consents".into(),
+                        actions: vec![Action::Read],
+                        scope: Scope::All,
+                    },
+                ],
+                field_rules: vec![FieldRule {
+                    collection: "consents".into(),
+                    field: "status".into(),
+                    access: FieldAccess::Hidden,
+                }],
+            },
+            "",
+        )
+        .await
+        .unwrap();
+    let blind = s.token("acme", Uuid::now_v7(), &["blind"]);
+    let got = consents(&s)
+        .get_consent(req(
+            &blind,
+            GetConsentRequest {
+                name: entry_theirs.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, ConsentStatus::Unspecified as i32);
+    assert_eq!(got.hidden_fields, ["status"]);
+    let e = expect_code(
+        check(&s, &blind, &theirs, "marketing", Email, None).await,
+        Code::PermissionDenied,
+    );
+    assert!(e.message().contains("status"), "{e:?}");
 }

@@ -96,12 +96,22 @@ impl Wire<Consent> for pb::Consent {
 
     fn from_record(r: Record<Consent>) -> Self {
         let d = r.data;
+        // A hidden enum is sent unset, not as its default value.
+        let shown = |field: &str| !r.hidden.contains(&field);
         pb::Consent {
             name: name("consents", Some(r.meta.id)),
             contact: name("contacts", d.contact),
             purpose: d.purpose,
-            channel: channel_out(d.channel),
-            status: status_out(d.status),
+            channel: if shown("channel") {
+                channel_out(d.channel)
+            } else {
+                0
+            },
+            status: if shown("status") {
+                status_out(d.status)
+            } else {
+                0
+            },
             effective_time: opt_ts(d.effective_time),
             source: d.source,
             proof: d.proof,
