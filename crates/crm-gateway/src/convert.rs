@@ -112,6 +112,12 @@ pub fn hidden(h: &[&'static str]) -> Vec<String> {
     h.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// A wire enum value, or unset (0) when the field is among the record's hidden ones: a
+/// hidden field is decoded as its default, and an enum's default is a real value.
+pub fn enum_shown(hidden: &[&'static str], field: &str, value: i32) -> i32 {
+    if hidden.contains(&field) { 0 } else { value }
+}
+
 pub fn address_in(a: crm_api::v1::PostalAddress) -> crm_core::model::PostalAddress {
     crm_core::model::PostalAddress {
         label: a.label,

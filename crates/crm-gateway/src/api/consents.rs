@@ -1,7 +1,7 @@
 //! ConsentService (K7): each person's consent ledger, and the check outbound actions make.
 
 use super::{Gateway, Wire};
-use crate::convert::{from_ts, hidden, name, opt_ts, reference, ts};
+use crate::convert::{enum_shown, from_ts, hidden, name, opt_ts, reference, ts};
 use crate::status::{OrStatus, status};
 use crm_api::v1 as pb;
 use crm_api::v1::consent_service_server::ConsentService;
@@ -96,22 +96,12 @@ impl Wire<Consent> for pb::Consent {
 
     fn from_record(r: Record<Consent>) -> Self {
         let d = r.data;
-        // A hidden enum is sent unset, not as its default value.
-        let shown = |field: &str| !r.hidden.contains(&field);
         pb::Consent {
             name: name("consents", Some(r.meta.id)),
             contact: name("contacts", d.contact),
             purpose: d.purpose,
-            channel: if shown("channel") {
-                channel_out(d.channel)
-            } else {
-                0
-            },
-            status: if shown("status") {
-                status_out(d.status)
-            } else {
-                0
-            },
+            channel: enum_shown(&r.hidden, "channel", channel_out(d.channel)),
+            status: enum_shown(&r.hidden, "status", status_out(d.status)),
             effective_time: opt_ts(d.effective_time),
             source: d.source,
             proof: d.proof,
